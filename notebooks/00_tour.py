@@ -1,0 +1,115 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · A tour of the toolkit
+#
+# Every notebook in this folder follows the same story: **a claim** from a theory paper, **an
+# experiment** that tests it, **a figure**, and a **self-check** cell that asserts the claim at toy
+# scale, so running the notebook is itself a test. All computation lives in the `toolkit` package;
+# the notebooks only call it.
+#
+# This tour shows the shared core: data (`toolkit.data`), models (`toolkit.models`), training
+# (`toolkit.train.fit`), presets (`toolkit.presets`), figures (`toolkit.plotting`) and interactive
+# panels (`toolkit.widgets`).
+
+# %% tags=["parameters"]
+PRESET = "toy"
+SEED = 0
+DEVICE = "auto"
+
+# %%
+import toolkit
+from toolkit import data, models, plotting, presets, train
+from toolkit.utils import self_check
+
+preset = presets.get_preset("tour", PRESET)
+device = toolkit.get_device(DEVICE)
+toolkit.seed_everything(SEED)
+print(preset)
+print("device:", device)
+
+# %% [markdown]
+# ## 1. Data that needs no download
+#
+# The toy presets use scikit-learn's bundled 8×8 digits (1,797 images) or MNIST-1D, which the
+# `mnist1d` package generates procedurally. Loaders return `(train, test)` `TensorDataset`s with
+# standardised features; the same `seed` always gives the same split.
+
+# %%
+train_set, test_set = data.load(preset.dataset, seed=SEED)
+x_train, y_train = train_set.tensors
+print(f"{preset.dataset}: {len(train_set)} train / {len(test_set)} test, "
+      f"{x_train.shape[1]} features, {data.n_classes(train_set)} classes")
+
+# %% [markdown]
+# ## 2. Train an MLP
+#
+# `train.fit` runs (mini-batch or full-batch) gradient descent with a progress bar and returns the
+# history as a DataFrame, one row per epoch, **epoch 0 included** (the untrained network). It can
+# checkpoint and resume (`checkpoint_dir=...`), record anything through callbacks, and switch to
+# SAM, MSE, label smoothing and more by name.
+
+# %%
+model = models.MLP(x_train.shape[1], preset.widths, data.n_classes(train_set))
+print(model)
+print("parameters:", models.count_parameters(model))
+history = train.fit(model, train_set, test=test_set, epochs=preset.epochs,
+                    batch_size=preset.batch_size, lr=preset.lr, momentum=preset["momentum"],
+                    device=device, seed=SEED)
+history.tail()
+
+# %%
+fig = plotting.learning_curves(history, title="MLP on " + preset.dataset)
+
+# %% [markdown]
+# **Self-check.** A one-hidden-layer MLP classifies the digits with at least 90 % test accuracy.
+
+# %%
+final_test_acc = history["test_acc"].iloc[-1]
+self_check(final_test_acc >= 0.9, f"test accuracy {final_test_acc:.3f} >= 0.9")
+self_check(history["train_loss"].iloc[-1] < history["train_loss"].iloc[0] / 10,
+           "training loss fell at least tenfold from initialisation")
+
+# %% [markdown]
+# ## 3. Move a slider
+#
+# Panels retrain and redraw when you release a slider. Try a width of 2 (too small to separate ten
+# classes) and a learning rate of 1 (too large a step). Run headless, the panel still shows the
+# figure for its starting values.
+
+# %%
+panel = plotting.base.training_panel(train_set, test_set, epochs=preset["panel_epochs"],
+                                     seed=SEED, device=device)
+panel
+
+# %% [markdown]
+# ## Where to go next
+#
+# | notebook | the claim you will test |
+# |---|---|
+# | `01_ntk_equivalence` | wide networks train like their neural tangent kernel (Jacot et al. 2018; Lee et al. 2019) |
+# | `02_loss_landscape` | skip connections smooth the loss surface; curvature tracks 2/η at the edge of stability |
+# | `03_neural_collapse` | in the terminal phase, features collapse to a simplex ETF (Papyan et al. 2020) |
+# | `04_pruning_spectra` | trained layers grow heavy-tailed spectra; pruning that keeps the spectrum keeps accuracy |
+#
+# ## Try it yourself
+# 1. Set `PRESET = "full"` (MNIST-1D, two hidden layers of 512) and compare the learning curves.
+# 2. Predict, then check: what happens to the test accuracy if you train with `loss="mse"`?
+# 3. Replace the MLP with `models.SmallCNN()` (digits are 8×8 images); does the test accuracy rise?
+# 4. Add label noise with `data.label_noise(train_set, 0.3)`: when does the test loss start to rise?
+#
+# ## Read more
+# - Zhang, Lipton, Li, Smola, *Dive into Deep Learning* (arXiv 2106.11342) — the notebook-plus-package format.
+# - Greydanus 2020, *Scaling down deep learning* (arXiv 2011.14439) — MNIST-1D.

@@ -1,0 +1,377 @@
+"""Training: one ``fit`` function with losses, optimisers (SGD, Adam, SAM/ASAM), schedules,
+callbacks, progress bars and atomic, resumable checkpoints.
+
+The history is a pandas DataFrame with one row per epoch, **including epoch 0**, the evaluation at
+initialisation, so that every curve starts where training starts.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from .utils import as_tensors, atomic_save, get_device, iterate_batches, seed_everything
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+# ----------------------------------------------------------------------------------------- losses
+
+
+def _is_classification(targets: torch.Tensor) -> bool:
+    return not targets.dtype.is_floating_point
+
+
+def mse_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error, mean over samples and output dimensions (``F.mse_loss``).
+
+    Integer class labels are turned into one-hot targets (Hui & Belkin 2020, arXiv 2006.07322).
+    """
+    if _is_classification(targets):
+        targets = F.one_hot(targets, outputs.shape[-1]).to(outputs.dtype)
+    if outputs.shape != targets.shape:
+        raise ValueError(f"mse: outputs {tuple(outputs.shape)} and targets "
+                         f"{tuple(targets.shape)} differ in shape.")
+    return F.mse_loss(outputs, targets)
+
+
+def label_smoothing_loss(outputs: torch.Tensor, targets: torch.Tensor,
+                         smoothing: float = 0.1) -> torch.Tensor:
+    """Cross-entropy against (1−s)·one-hot + s/K (Szegedy et al. 2016, arXiv 1512.00567)."""
+    return F.cross_entropy(outputs, targets, label_smoothing=smoothing)
+
+
+def maxsup_loss(outputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.1) -> torch.Tensor:
+    r"""MaxSup (Zhou et al. 2025, arXiv 2502.15798): CE + α·(z_max − mean_k z_k).
+
+    Label smoothing equals CE plus α·(z_gt − mean_k z_k) up to a constant; MaxSup penalises the
+    top-1 logit instead of the ground-truth one, so a wrong confident prediction is penalised too
+    and correct samples are not pulled into ever tighter clusters.
+    """
+    ce = F.cross_entropy(outputs, targets)
+    reg = outputs.max(dim=1).values - outputs.mean(dim=1)
+    return ce + alpha * reg.mean()
+
+
+LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "ce": lambda outputs, targets: F.cross_entropy(outputs, targets),
+    "mse": mse_loss,
+    "label_smoothing": label_smoothing_loss,
+    "maxsup": maxsup_loss,
+}
+
+
+def get_loss(name: str | Callable, **kwargs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A loss ``callable(outputs, targets) -> scalar`` from its name, or the callable itself.
+
+    Names: ``ce``, ``mse``, ``label_smoothing`` (``smoothing=0.1``), ``maxsup`` (``alpha=0.1``).
+    """
+    if callable(name):
+        return (lambda o, t: name(o, t, **kwargs)) if kwargs else name
+    if name not in LOSSES:
+        raise ValueError(f"loss={name!r} is unknown; choose one of {sorted(LOSSES)} "
+                         "or pass a callable(outputs, targets).")
+    fn = LOSSES[name]
+    return (lambda o, t: fn(o, t, **kwargs)) if kwargs else fn
+
+
+# ------------------------------------------------------------------------------------ optimisers
+
+
+class SAM(torch.optim.Optimizer):
+    r"""Sharpness-aware minimisation (Foret et al. 2021, arXiv 2010.01412) and its adaptive
+    variant ASAM (Kwon et al. 2021, arXiv 2102.11600) on top of any base optimiser.
+
+    One step: g = ∇L(w); ε = ρ·T²g/‖Tg‖ with T = I (SAM) or T = diag(|w|) (ASAM);
+    then the base optimiser steps from w with the gradient ∇L(w + ε). ``step`` needs a closure that
+    zeroes the gradients, computes the loss and calls ``backward``.
+    """
+
+    def __init__(self, params: Iterable, base_optimizer_cls: type = torch.optim.SGD,
+                 rho: float = 0.05, adaptive: bool = False, **base_kwargs):
+        if rho < 0:
+            raise ValueError(f"rho must be non-negative, got {rho}.")
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+
+    @torch.no_grad()
+    def perturbation(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """ε for every parameter with a gradient, from the gradients currently stored."""
+        pairs = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    scale = p.abs() if group["adaptive"] else torch.ones_like(p)
+                    pairs.append((p, group, scale))
+        norm = torch.sqrt(sum(((s * p.grad) ** 2).sum() for p, _, s in pairs))
+        return [(p, g["rho"] * s**2 * p.grad / (norm + 1e-12)) for p, g, s in pairs]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        if closure is None:
+            raise ValueError("SAM.step needs a closure that recomputes the loss and calls backward.")
+        with torch.enable_grad():
+            loss = closure()
+        eps = self.perturbation()
+        for p, e in eps:
+            p.add_(e)
+        with torch.enable_grad():
+            closure()
+        for p, e in eps:
+            p.sub_(e)
+        self.base_optimizer.step()
+        return loss
+
+    def state_dict(self):
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.base_optimizer.load_state_dict(state_dict)
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "sam")
+
+
+def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0,
+                   weight_decay: float = 0.0, rho: float = 0.05,
+                   adaptive: bool = False) -> torch.optim.Optimizer:
+    """Optimiser by name: ``sgd``, ``adam``, ``adamw`` or ``sam`` (SAM/ASAM over SGD)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sam":
+        return SAM(params, torch.optim.SGD, rho=rho, adaptive=adaptive, lr=lr,
+                   momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"optimizer={name!r} is unknown; choose one of {OPTIMIZERS}.")
+
+
+def lr_factor(schedule, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier for (0-based) ``epoch``: None, ``cosine``, ``step`` or a callable."""
+    if schedule is None:
+        return 1.0
+    if callable(schedule):
+        return float(schedule(epoch))
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
+    if schedule == "step":  # ×0.1 at 50 % and again at 75 % of training, as Papyan et al. 2020
+        return 0.1 ** ((epoch >= epochs // 2) + (epoch >= (3 * epochs) // 4))
+    raise ValueError(f"schedule={schedule!r} is unknown; choose None, 'cosine', 'step' "
+                     "or a callable(epoch) -> factor.")
+
+
+# ------------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data, *, loss="ce", batch_size: int | None = None,
+             device=None, loss_kwargs: dict | None = None) -> dict:
+    """Mean loss (and accuracy for integer labels) of ``model`` on ``data``, in eval mode."""
+    loss_fn = get_loss(loss, **(loss_kwargs or {}))
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, n, correct, classification = 0.0, 0, 0, None
+    for xb, yb in iterate_batches(data, batch_size, device):
+        out = model(xb)
+        total += float(loss_fn(out, yb)) * len(xb)
+        n += len(xb)
+        classification = _is_classification(yb)
+        if classification:
+            correct += int((out.argmax(dim=1) == yb).sum())
+    model.train(was_training)
+    result = {"loss": total / max(n, 1)}
+    if classification:
+        result["acc"] = correct / max(n, 1)
+    return result
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+
+
+def _config(**kwargs) -> dict:
+    """The settings a checkpoint must share with the run that resumes it (epochs may grow)."""
+    out = {}
+    for k, v in kwargs.items():
+        out[k] = v if isinstance(v, int | float | str | bool | type(None)) else getattr(
+            v, "__qualname__", type(v).__name__)
+    return out
+
+
+def save_checkpoint(path: Path, *, model, optimizer, epoch, history, generator, config) -> None:
+    """Atomically write everything needed to resume bit-identically."""
+    atomic_save({"format": 1, "epoch": epoch, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "history": history,
+                 "rng_shuffle": generator.get_state(), "rng_torch": torch.get_rng_state(),
+                 "config": config}, path)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`fit` (``weights_only=True``: no code is unpickled)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _restore(ckpt: dict, path: Path, model, optimizer, generator, config) -> None:
+    diff = {k: (ckpt["config"].get(k), v) for k, v in config.items()
+            if ckpt["config"].get(k) != v}
+    if diff:
+        raise ValueError(f"The checkpoint at {path} was written with other settings "
+                         f"(checkpoint value, this run) {diff}. Use another checkpoint_dir, pass "
+                         "resume=False to start over, or delete the file.")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ValueError(f"The checkpoint at {path} is for a model of a different shape; refusing "
+                         "to start over silently. Use another checkpoint_dir or delete the file. "
+                         f"({str(err).splitlines()[0]})") from err
+    optimizer.load_state_dict(ckpt["optimizer"])
+    generator.set_state(ckpt["rng_shuffle"])
+    torch.set_rng_state(ckpt["rng_torch"])
+
+
+# -------------------------------------------------------------------------------------------- fit
+
+
+def _check_data(name: str, data) -> tuple[torch.Tensor, torch.Tensor]:
+    if data is None:
+        raise ValueError(f"{name} data is missing.")
+    if not isinstance(data, TensorDataset | tuple | list):
+        data = as_tensors(data)
+    x, y = as_tensors(data)
+    if len(x) == 0:
+        raise ValueError(f"{name} data is empty.")
+    return x, y
+
+
+def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
+        optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.0,
+        weight_decay: float = 0.0, epochs: int = 10, batch_size: int | None = None,
+        schedule=None, device: str | torch.device = "auto", seed: int = 0,
+        callbacks: Sequence[Callable] = (), callback_every: int = 1,
+        checkpoint_dir: str | Path | None = None, checkpoint_every: int = 10,
+        resume: bool = True, progress: bool = True, amp: bool = False, rho: float = 0.05,
+        adaptive: bool = False, loss_kwargs: dict | None = None) -> pd.DataFrame:
+    """Train ``model`` on ``train`` and return the history (one row per epoch, epoch 0 included).
+
+    ``batch_size=None`` is full-batch gradient descent (one step per epoch). Mini-batches are drawn
+    by a ``torch.Generator`` seeded with ``seed``, so a run is reproducible and its checkpoints
+    resume bit-identically on the CPU. Callbacks are ``callable(epoch, model, history_rows)``
+    returning a dict of extra columns (or None); they run in eval mode at epoch 0, every
+    ``callback_every`` epochs and at the end. With ``checkpoint_dir``, a checkpoint is written
+    atomically every ``checkpoint_every`` epochs and at the end; with ``resume=True`` a run restarted
+    with the same arguments continues from it (a finished run just returns its history).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}.")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None (full batch), "
+                         f"got {batch_size!r}.")
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}.")
+    if callback_every < 1 or checkpoint_every < 1:
+        raise ValueError("callback_every and checkpoint_every must be at least 1.")
+    loss_fn = get_loss(loss, **(loss_kwargs or {}))
+    lr_factor(schedule, 0, max(epochs, 1))  # validates the schedule up front
+    device = get_device(device)
+    if amp and device.type != "cuda":
+        warnings.warn("amp=True only applies on CUDA; training in float32 on "
+                      f"{device.type}.", stacklevel=2)
+        amp = False
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    x_train, y_train = (t.to(device) for t in _check_data("train", train))
+    test_data = None if test is None else tuple(t.to(device) for t in _check_data("test", test))
+    seed_everything(seed)
+    model.to(device)
+    opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum,
+                         weight_decay=weight_decay, rho=rho, adaptive=adaptive)
+    scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
+    if scaler is not None and optimizer == "sam":
+        raise ValueError("SAM with float16 AMP is not supported; use a bf16-capable GPU or amp=False.")
+    generator = torch.Generator().manual_seed(seed)
+    config = _config(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum,
+                     weight_decay=weight_decay, batch_size=batch_size, seed=seed,
+                     schedule=schedule, rho=rho, adaptive=adaptive, n_train=len(x_train),
+                     loss_kwargs=str(sorted((loss_kwargs or {}).items())))
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+
+    history: list[dict] = []
+    start = 0
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        _restore(ckpt, ckpt_path, model, opt, generator, config)
+        history, start = list(ckpt["history"]), int(ckpt["epoch"])
+        if start >= epochs:
+            return pd.DataFrame([r for r in history if r["epoch"] <= epochs])
+
+    def record(epoch: int) -> None:
+        row = {"epoch": epoch, "lr": lr * lr_factor(schedule, max(epoch - 1, 0), epochs)}
+        for prefix, data in (("train", (x_train, y_train)), ("test", test_data)):
+            if data is not None:
+                for k, v in evaluate(model, data, loss=loss_fn, batch_size=batch_size).items():
+                    row[f"{prefix}_{k}"] = v
+        if epoch % callback_every == 0 or epoch == epochs:
+            model.eval()
+            for cb in callbacks:
+                extra = cb(epoch, model, history)
+                if extra:
+                    row.update({k: (float(v.detach()) if isinstance(v, torch.Tensor) and v.numel() == 1
+                                    else v) for k, v in extra.items()})
+            model.train()
+        history.append(row)
+
+    if start == 0:
+        record(0)
+    model.train()
+    bar = tqdm(range(start, epochs), desc="training", disable=not progress, leave=False)
+    for epoch in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr * lr_factor(schedule, epoch, epochs)
+        n = len(x_train)
+        order = torch.randperm(n, generator=generator).to(device) if batch_size else None
+        step = batch_size or n
+        for i in range(0, n, step):
+            idx = order[i:i + step] if order is not None else slice(None)
+            xb, yb = x_train[idx], y_train[idx]
+
+            def closure(xb=xb, yb=yb):
+                opt.zero_grad(set_to_none=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                    batch_loss = loss_fn(model(xb), yb)
+                (scaler.scale(batch_loss) if scaler else batch_loss).backward()
+                return batch_loss
+
+            if scaler is not None:
+                closure()
+                scaler.step(opt)
+                scaler.update()
+            elif isinstance(opt, SAM):
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        record(epoch + 1)
+        last = history[-1]
+        bar.set_postfix({k: f"{last[k]:.3g}" for k in ("train_loss", "train_acc", "test_acc")
+                         if k in last})
+        if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
+            save_checkpoint(ckpt_path, model=model, optimizer=opt, epoch=epoch + 1,
+                            history=history, generator=generator, config=config)
+    model.eval()
+    return pd.DataFrame(history)
