@@ -60,9 +60,22 @@ class Panel:
     def widget(self) -> widgets.Widget:
         return widgets.VBox([widgets.HBox(list(self.controls.values())), self.output])
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-        display(self.widget)
+    def png(self) -> bytes:
+        """The current figure as PNG bytes."""
+        import io
+        buf = io.BytesIO()
+        self.figure.savefig(buf, format="png", dpi=self.figure.dpi)
+        return buf.getvalue()
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        # The live widget for JupyterLab, plus a static PNG of the figure: frontends without a
+        # widget manager (papermill runs, nbconvert HTML, GitHub) fall back to the picture.
+        import base64
+        bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude)
+        bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+        bundle = dict(bundle)
+        bundle["image/png"] = base64.b64encode(self.png()).decode("ascii")
+        return bundle
 
 
 def panel(draw: Callable[..., None], *, figsize=(9, 3.6), **controls) -> Panel:
