@@ -34,7 +34,7 @@ demo: setup
 	$(BIN)/python -m toolkit.demo --out build
 
 lint: setup
-	$(BIN)/ruff check toolkit tests benchmarks notebooks/*.py
+	$(BIN)/ruff check toolkit tests $(wildcard benchmarks) notebooks/*.py
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

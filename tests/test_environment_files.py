@@ -1,11 +1,15 @@
 """The conda and Binder environments name every runtime dependency of pyproject.toml."""
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 # conda package names that differ from PyPI's
