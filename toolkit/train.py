@@ -3,6 +3,11 @@ callbacks, progress bars and atomic, resumable checkpoints.
 
 The history is a pandas DataFrame with one row per epoch, **including epoch 0**, the evaluation at
 initialisation, so that every curve starts where training starts.
+
+Launched by ``torchrun`` (several processes), ``fit`` trains with DistributedDataParallel: every
+rank draws the same global shuffle, takes its contiguous share of each global mini-batch, and the
+averaged gradients equal the single-process gradient of the same global batch, so N ranks follow the
+one-process trajectory up to floating-point summation order (see :func:`fit`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from .utils import as_tensors, atomic_save, get_device, iterate_batches, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -69,7 +75,8 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-def get_loss(name: str | Callable, **kwargs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def get_loss(name: str | Callable,
+             **kwargs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A loss ``callable(outputs, targets) -> scalar`` from its name, or the callable itself.
 
     Names: ``ce``, ``mse``, ``label_smoothing`` (``smoothing=0.1``), ``maxsup`` (``alpha=0.1``).
@@ -118,7 +125,8 @@ class SAM(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         if closure is None:
-            raise ValueError("SAM.step needs a closure that recomputes the loss and calls backward.")
+            raise ValueError("SAM.step needs a closure that recomputes the loss and calls "
+                             "backward.")
         with torch.enable_grad():
             loss = closure()
         eps = self.perturbation()
@@ -158,7 +166,7 @@ def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0,
 
 
 def lr_factor(schedule, epoch: int, epochs: int) -> float:
-    """Learning-rate multiplier for (0-based) ``epoch``: None, ``cosine``, ``step`` or a callable."""
+    """Learning-rate factor for (0-based) ``epoch``: None, ``cosine``, ``step`` or a callable."""
     if schedule is None:
         return 1.0
     if callable(schedule):
@@ -175,15 +183,14 @@ def lr_factor(schedule, epoch: int, epochs: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data, *, loss="ce", batch_size: int | None = None,
-             device=None, loss_kwargs: dict | None = None) -> dict:
-    """Mean loss (and accuracy for integer labels) of ``model`` on ``data``, in eval mode."""
-    loss_fn = get_loss(loss, **(loss_kwargs or {}))
-    device = device or next(model.parameters()).device
+def _eval_sums(model: nn.Module, data, loss_fn, batch_size, device) -> tuple[float, int, int, bool]:
+    """(sum of per-batch mean loss × batch size, number correct, number seen, classification?)."""
     was_training = model.training
     model.eval()
     total, n, correct, classification = 0.0, 0, 0, None
     for xb, yb in iterate_batches(data, batch_size, device):
+        if len(xb) == 0:
+            continue
         out = model(xb)
         total += float(loss_fn(out, yb)) * len(xb)
         n += len(xb)
@@ -191,8 +198,32 @@ def evaluate(model: nn.Module, data, *, loss="ce", batch_size: int | None = None
         if classification:
             correct += int((out.argmax(dim=1) == yb).sum())
     model.train(was_training)
+    return total, correct, n, bool(classification)
+
+
+def evaluate(model: nn.Module, data, *, loss="ce", batch_size: int | None = None,
+             device=None, loss_kwargs: dict | None = None) -> dict:
+    """Mean loss (and accuracy for integer labels) of ``model`` on ``data``, in eval mode."""
+    loss_fn = get_loss(loss, **(loss_kwargs or {}))
+    device = device or next(model.parameters()).device
+    total, correct, n, classification = _eval_sums(model, data, loss_fn, batch_size, device)
     result = {"loss": total / max(n, 1)}
     if classification:
+        result["acc"] = correct / max(n, 1)
+    return result
+
+
+def _evaluate_sharded(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], loss_fn,
+                      batch_size, device) -> dict:
+    """:func:`evaluate` with each rank on its contiguous shard and the sums all-reduced."""
+    x, y = data
+    idx = dist_utils.shard_indices(len(x)).to(x.device)
+    total, correct, n, _ = _eval_sums(model, (x[idx], y[idx]), loss_fn, batch_size, device)
+    sums = dist_utils.all_reduce_sum(torch.tensor([total, correct, n], dtype=torch.float64,
+                                                  device=device))
+    total, correct, n = sums.tolist()
+    result = {"loss": total / max(n, 1)}
+    if _is_classification(y):
         result["acc"] = correct / max(n, 1)
     return result
 
@@ -257,6 +288,43 @@ def _check_data(name: str, data) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
+def _wrap_for_training(model: nn.Module, device: torch.device, distributed: bool,
+                       compile_model: bool) -> nn.Module:
+    """The module the training steps call: DDP under torchrun, then torch.compile if asked."""
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        if has_bn and device.type != "cuda":
+            warnings.warn("BatchNorm under DDP on the CPU normalises each rank's share of the "
+                          "batch (SyncBatchNorm needs CUDA); results differ slightly from one "
+                          "process.", stacklevel=3)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                      else None)
+    if compile_model:
+        net = torch.compile(net)
+    return net
+
+
+def _local_batch(order: torch.Tensor | None, start: int, step: int, n: int, distributed: bool,
+                 device: torch.device) -> tuple[torch.Tensor | slice, float]:
+    """This rank's indices in the global batch ``[start, start + step)`` and its loss weight.
+
+    One process: the whole global batch, weight 1. Under DDP each rank takes its contiguous block of
+    the global batch (the same permutation on every rank) and scales its mean loss by
+    ``n_local · world / n_global``: DDP averages gradients over ranks, so the result is exactly the
+    gradient of the global batch's mean loss, also when the last batch does not split evenly.
+    """
+    stop = min(start + step, n)
+    if not distributed:
+        return (order[start:stop] if order is not None else slice(None)), 1.0
+    glob = order[start:stop] if order is not None else torch.arange(start, stop, device=device)
+    local = dist_utils.shard_range(len(glob))
+    weight = len(local) * dist_utils.world_size() / len(glob)
+    return glob[local.start:local.stop], weight
+
+
 def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         optimizer: str = "sgd", lr: float = 0.1, momentum: float = 0.0,
         weight_decay: float = 0.0, epochs: int = 10, batch_size: int | None = None,
@@ -264,7 +332,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         callbacks: Sequence[Callable] = (), callback_every: int = 1,
         checkpoint_dir: str | Path | None = None, checkpoint_every: int = 10,
         resume: bool = True, progress: bool = True, amp: bool = False, rho: float = 0.05,
-        adaptive: bool = False, loss_kwargs: dict | None = None) -> pd.DataFrame:
+        adaptive: bool = False, loss_kwargs: dict | None = None,
+        compile: bool = False) -> pd.DataFrame:
     """Train ``model`` on ``train`` and return the history (one row per epoch, epoch 0 included).
 
     ``batch_size=None`` is full-batch gradient descent (one step per epoch). Mini-batches are drawn
@@ -272,8 +341,23 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     resume bit-identically on the CPU. Callbacks are ``callable(epoch, model, history_rows)``
     returning a dict of extra columns (or None); they run in eval mode at epoch 0, every
     ``callback_every`` epochs and at the end. With ``checkpoint_dir``, a checkpoint is written
-    atomically every ``checkpoint_every`` epochs and at the end; with ``resume=True`` a run restarted
-    with the same arguments continues from it (a finished run just returns its history).
+    atomically every ``checkpoint_every`` epochs and at the end (with ``epochs=0``, once for the
+    initialisation); with ``resume=True`` a run restarted with the same arguments continues from it
+    (a finished run just returns its history).
+
+    ``amp=True`` trains in bfloat16 autocast on CUDA (float16 with loss scaling where bf16 is
+    missing); analyses never autocast (see :mod:`toolkit.distributed`). ``compile=True`` runs the
+    training steps through ``torch.compile`` (evaluation and callbacks use the plain module).
+
+    **Several processes.** Under ``torchrun`` (or any initialised process group with more than one
+    rank) the model is wrapped in ``DistributedDataParallel``: NCCL on ``cuda:LOCAL_RANK``, gloo on
+    the CPU. ``batch_size`` stays the *global* batch: every rank draws the same shuffle from
+    ``seed``, takes its contiguous share of each global batch, and weights its mean loss so that
+    the averaged gradient equals the one-process gradient; N ranks therefore follow the one-process
+    run within float tolerance (BatchNorm on the CPU excepted: its statistics are per rank).
+    Evaluation is split across ranks and all-reduced; callbacks run on every rank (they may use
+    collectives); only rank 0 shows the progress bar and writes checkpoints, the others wait at a
+    barrier. The loss must be a mean over samples (all named losses are).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
@@ -289,6 +373,10 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     loss_fn = get_loss(loss, **(loss_kwargs or {}))
     lr_factor(schedule, 0, max(epochs, 1))  # validates the schedule up front
     device = get_device(device)
+    if dist_utils.launched_by_torchrun():
+        device = dist_utils.init_from_env(device)
+    distributed = dist_utils.is_distributed()
+    main = dist_utils.is_main()
     if amp and device.type != "cuda":
         warnings.warn("amp=True only applies on CUDA; training in float32 on "
                       f"{device.type}.", stacklevel=2)
@@ -297,13 +385,20 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
 
     x_train, y_train = (t.to(device) for t in _check_data("train", train))
     test_data = None if test is None else tuple(t.to(device) for t in _check_data("test", test))
+    if distributed and batch_size is not None and batch_size < dist_utils.world_size():
+        raise ValueError(f"batch_size={batch_size} is smaller than the number of processes "
+                         f"({dist_utils.world_size()}); batch_size is the global batch, so use at "
+                         "least one sample per process.")
     seed_everything(seed)
     model.to(device)
+    if distributed and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum,
                          weight_decay=weight_decay, rho=rho, adaptive=adaptive)
     scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
     if scaler is not None and optimizer == "sam":
-        raise ValueError("SAM with float16 AMP is not supported; use a bf16-capable GPU or amp=False.")
+        raise ValueError("SAM with float16 AMP is not supported; use a bf16-capable GPU or "
+                         "amp=False.")
     generator = torch.Generator().manual_seed(seed)
     config = _config(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum,
                      weight_decay=weight_decay, batch_size=batch_size, seed=seed,
@@ -319,27 +414,37 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
         if start >= epochs:
             return pd.DataFrame([r for r in history if r["epoch"] <= epochs])
+    net = _wrap_for_training(model, device, distributed, compile)
 
     def record(epoch: int) -> None:
         row = {"epoch": epoch, "lr": lr * lr_factor(schedule, max(epoch - 1, 0), epochs)}
         for prefix, data in (("train", (x_train, y_train)), ("test", test_data)):
             if data is not None:
-                for k, v in evaluate(model, data, loss=loss_fn, batch_size=batch_size).items():
+                metrics = (_evaluate_sharded(model, data, loss_fn, batch_size, device)
+                           if distributed else
+                           evaluate(model, data, loss=loss_fn, batch_size=batch_size))
+                for k, v in metrics.items():
                     row[f"{prefix}_{k}"] = v
         if epoch % callback_every == 0 or epoch == epochs:
             model.eval()
             for cb in callbacks:
                 extra = cb(epoch, model, history)
                 if extra:
-                    row.update({k: (float(v.detach()) if isinstance(v, torch.Tensor) and v.numel() == 1
-                                    else v) for k, v in extra.items()})
+                    row.update({k: (float(v.detach())
+                                    if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
+                                for k, v in extra.items()})
             model.train()
         history.append(row)
 
-    if start == 0:
+    if not history:
         record(0)
+        if ckpt_path is not None and epochs == 0:  # the initialisation, for analyses at epoch 0
+            if main:
+                save_checkpoint(ckpt_path, model=model, optimizer=opt, epoch=0, history=history,
+                                generator=generator, config=config)
+            dist_utils.barrier()
     model.train()
-    bar = tqdm(range(start, epochs), desc="training", disable=not progress, leave=False)
+    bar = tqdm(range(start, epochs), desc="training", disable=not (progress and main), leave=False)
     for epoch in bar:
         for group in opt.param_groups:
             group["lr"] = lr * lr_factor(schedule, epoch, epochs)
@@ -347,13 +452,17 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         order = torch.randperm(n, generator=generator).to(device) if batch_size else None
         step = batch_size or n
         for i in range(0, n, step):
-            idx = order[i:i + step] if order is not None else slice(None)
+            idx, weight = _local_batch(order, i, step, n, distributed, device)
             xb, yb = x_train[idx], y_train[idx]
 
-            def closure(xb=xb, yb=yb):
+            def closure(xb=xb, yb=yb, weight=weight):
                 opt.zero_grad(set_to_none=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    batch_loss = loss_fn(model(xb), yb)
+                    out = net(xb)
+                    # an empty share (last batch smaller than the world) still joins the all-reduce
+                    batch_loss = loss_fn(out, yb) if len(xb) else out.sum() * 0.0
+                    if distributed:
+                        batch_loss = batch_loss * weight
                 (scaler.scale(batch_loss) if scaler else batch_loss).backward()
                 return batch_loss
 
@@ -371,7 +480,9 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         bar.set_postfix({k: f"{last[k]:.3g}" for k in ("train_loss", "train_acc", "test_acc")
                          if k in last})
         if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
-            save_checkpoint(ckpt_path, model=model, optimizer=opt, epoch=epoch + 1,
-                            history=history, generator=generator, config=config)
+            if main:
+                save_checkpoint(ckpt_path, model=model, optimizer=opt, epoch=epoch + 1,
+                                history=history, generator=generator, config=config)
+            dist_utils.barrier()
     model.eval()
     return pd.DataFrame(history)
