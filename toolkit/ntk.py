@@ -49,6 +49,8 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
+
 __all__ = [
     "METHODS",
     "MODES",
@@ -650,6 +652,7 @@ def empirical_ntk(
     chunk_size: int | None = None,
     memory_budget: int | None = None,
     progress: bool = True,
+    distributed: bool | None = None,
 ) -> torch.Tensor:
     r"""Empirical neural tangent kernel :math:`\Theta(x_1, x_2) = J(x_1) J(x_2)^\top`.
 
@@ -675,6 +678,10 @@ def empirical_ntk(
         memory_budget: bytes for one block's intermediates (default: half the free GPU memory,
             else 1 GiB).
         progress: show a progress bar when there is more than one block.
+        distributed: split the blocks across the ranks of an initialised process group (each
+            rank computes ``schedule[rank::world]``, then one all-reduce sums the disjoint
+            blocks, so every rank returns the full kernel, equal to the one-process result).
+            ``None`` does so whenever ``torch.distributed`` runs with more than one rank.
 
     Returns:
         The kernel in the parameters' dtype and device.
@@ -711,14 +718,21 @@ def empirical_ntk(
     schedule = block_schedule(n1, n2, chunk_size, symmetric)
     shape = {"full": (n1, n2, ctx.n_out, ctx.n_out), "diagonal": (n1, n2, ctx.n_out),
              "trace": (n1, n2)}[mode]
-    kernel = torch.empty(shape, dtype=ref.dtype, device=ref.device)
-    bar = tqdm(schedule, desc="NTK blocks", disable=not progress or len(schedule) <= 1)
-    for rows, cols in bar:
-        block = _kernel_block(ctx, method, mode, x1, x2, rows, cols, keys)
-        kernel[rows.start : rows.stop, cols.start : cols.stop] = block
-        if symmetric and cols.start != rows.start:
-            kernel[cols.start : cols.stop, rows.start : rows.stop] = _transpose_block(block, mode)
+    sharded = dist_utils.is_distributed() if distributed is None else distributed
+    if sharded:  # every rank fills its own blocks into zeros; the all-reduce assembles them
+        schedule = schedule[dist_utils.rank() :: dist_utils.world_size()]
+    kernel = (torch.zeros if sharded else torch.empty)(shape, dtype=ref.dtype, device=ref.device)
+    bar = tqdm(schedule, desc="NTK blocks",
+               disable=not progress or len(schedule) <= 1 or not dist_utils.is_main())
+    with dist_utils.oom_hint("chunk_size", max(1, chunk_size // 2)):
+        for rows, cols in bar:
+            block = _kernel_block(ctx, method, mode, x1, x2, rows, cols, keys)
+            kernel[rows.start : rows.stop, cols.start : cols.stop] = block
+            if symmetric and cols.start != rows.start:
+                kernel[cols.start : cols.stop, rows.start : rows.stop] = _transpose_block(block, mode)
     ctx.cache.clear()
+    if sharded:
+        dist_utils.all_reduce_sum(kernel)
     return kernel
 
 

@@ -1,0 +1,59 @@
+"""Worker launched by tests/test_sharded_analysis.py under ``torchrun`` (not collected by pytest).
+
+``_shard_worker.py OUT``: every analysis in :data:`ANALYSES` runs sharded across the ranks and
+rank 0 saves the results to ``OUT/sharded.pt``. The test runs the same functions in one process
+and compares.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from toolkit import data, distributed, models
+
+
+def _digits(n=96):
+    tr, _ = data.load_digits(seed=0)
+    x, y = tr.tensors
+    return x[:n].double(), y[:n]
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return models.MLP(64, [32, 32], 10).double().eval()
+
+
+def ntk_trace():
+    from toolkit.ntk import empirical_ntk
+    x, _ = _digits(37)  # blocks of 8: an uneven number of blocks per rank
+    return empirical_ntk(_mlp(), x, mode="trace", chunk_size=8, progress=False)
+
+
+def ntk_full_cross():
+    from toolkit.ntk import empirical_ntk
+    x, _ = _digits(30)
+    return empirical_ntk(_mlp(), x[:11], x[11:], mode="full", method="jacobian", chunk_size=4,
+                         progress=False)
+
+
+ANALYSES = {"ntk_trace": ntk_trace, "ntk_full_cross": ntk_full_cross}
+
+
+def _register_optional() -> None:
+    """Analyses of modules that may be absent in a partial checkout."""
+
+
+def main(out: Path) -> None:
+    distributed.init_from_env("cpu")
+    results = {name: fn() for name, fn in ANALYSES.items()}
+    results["_world_size"] = torch.tensor(distributed.world_size())
+    if distributed.is_main():
+        torch.save(results, out / "sharded.pt")
+    distributed.barrier()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
