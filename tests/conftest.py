@@ -18,5 +18,8 @@ def _isolate(tmp_path_factory, monkeypatch):
 
 
 def pytest_configure(config):
-    # Two cores: keep each test process on a predictable number of threads.
-    torch.set_num_threads(int(os.environ.get("TOOLKIT_TEST_THREADS", "2")))
+    # Toy problems are many small operations: one thread per process is faster than two on a
+    # 2-core machine (and far faster when the cores are shared). Subprocesses (notebook kernels,
+    # torchrun workers) inherit OMP_NUM_THREADS.
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("TOOLKIT_TEST_THREADS", "1"))
+    torch.set_num_threads(int(os.environ.get("TOOLKIT_TEST_THREADS", "1")))

@@ -1,0 +1,422 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Loss landscapes and curvature
+#
+# What does the loss look like around the parameters that training finds, and what does its
+# shape say about optimisation and generalisation? This notebook looks in two complementary ways:
+#
+# * **slices**: the loss along one or two directions in parameter space (`toolkit.landscape`):
+#   1-D interpolations, filter-normalised 2-D surfaces, the plane of the optimisation trajectory;
+# * **curvature**: the Hessian of the loss through Hessian-vector products (`toolkit.hessian`):
+#   its extreme eigenvalues (Lanczos), its trace (Hutchinson, Hutch++), its whole spectrum
+#   (stochastic Lanczos quadrature), per-class Hessians and SAM's sharpness.
+#
+# Each section states a claim from a paper, tests it at toy scale, draws it, and ends with a
+# **self-check** that asserts the claim. The toy preset runs in well under a minute on a laptop
+# CPU; `PRESET = "full"` is the paper-scale version for a GPU.
+
+# %% tags=["parameters"]
+PRESET = "toy"
+SEED = 0
+DEVICE = "auto"
+
+# %%
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+
+import toolkit
+from toolkit import data, hessian, landscape, models, plotting, presets, train
+from toolkit.plotting import landscape as lplot
+from toolkit.utils import self_check
+
+preset = presets.get_preset("landscape", PRESET)
+device = toolkit.get_device(DEVICE)
+toolkit.seed_everything(SEED)
+plotting.set_theme()
+print(preset.name, "preset on", device)
+
+# %% [markdown]
+# ## 1. The straight path from initialisation to solution is monotone
+#
+# **Claim** (Goodfellow, Vinyals & Saxe 2015, arXiv 1412.6544): along the straight line
+# θ(α) = θ₀ + α(θ₁ − θ₀) from the initial parameters θ₀ to the trained θ₁, the loss of a
+# network typically decreases monotonically — no barrier separates the start from the end,
+# even though the landscape is non-convex.
+#
+# We train an MLP on a 4-class Gaussian mixture with SGD, keep every epoch's parameters
+# (`TrajectoryRecorder`, used again in section 3) and evaluate the loss on 41 points of the
+# line, all at once (`landscape.interpolate` vectorises over the points with `torch.func.vmap`).
+
+# %%
+p = preset
+train_set, test_set = data.gaussian_mixture(p["n_samples"], p["n_classes"], p["dim"],
+                                            separation=p["separation"], seed=SEED)
+n_classes = p["n_classes"]
+toolkit.seed_everything(SEED)
+model = models.MLP(p["dim"], p.widths, n_classes)
+init = copy.deepcopy(model)
+recorder = landscape.TrajectoryRecorder()
+history = train.fit(model, train_set, test=test_set, epochs=p.epochs, batch_size=p.batch_size,
+                    lr=p.lr, momentum=p["momentum"], callbacks=[recorder], seed=SEED,
+                    device=device)
+model.eval()
+path = landscape.interpolate(init.to(device), "ce", train_set, target=model,
+                             alphas=np.linspace(-0.5, 1.5, 41))
+lplot.interpolation(path, title="loss from θ₀ (α=0) to θ₁ (α=1)")
+print(history[["epoch", "train_loss", "train_acc", "test_acc"]].iloc[[0, -1]])
+
+# %%
+start, end = path.loss[np.argmin(np.abs(path.alphas))], path.loss[np.argmin(np.abs(path.alphas - 1))]
+bump = path.max_increase(0.0, 1.0)
+print(f"loss at α=0: {start:.3f}, at α=1: {end:.4f}, largest rise on [0, 1]: {bump:.2e}")
+self_check(end < 0.5 * start and bump < 0.01 * start,
+           "the loss decreases monotonically along the straight path from init to solution")
+
+# %% [markdown]
+# ## 2. Filter-normalised surfaces: skip connections keep the landscape convex-looking
+#
+# **Claim** (Li, Xu, Taylor, Studer & Goldstein 2018, arXiv 1712.09913): plotting
+# L(θ* + a·δ + b·η) for two random Gaussian directions, each *filter* (row) of δ rescaled to the
+# norm of the same filter of θ*, makes surfaces of different networks comparable. Deep networks
+# **without** skip connections have chaotic, highly non-convex surfaces; the same networks
+# **with** skip connections have a smooth, nearly convex basin — and train much better.
+#
+# We train `ResNetMini` (residual MLP blocks) with and without its shortcuts on digits and
+# measure non-convexity as the fraction of grid points where the 2×2 Hessian of the plotted
+# surface has a negative eigenvalue (Li et al.'s |λ_min/λ_max| map, restricted to the plane).
+
+# %%
+digits_train, digits_test = data.load_digits(seed=SEED)
+skip_train = (data.subsample(digits_train, p["skip_n_train"], seed=SEED) if p["skip_n_train"]
+              else digits_train)
+surfaces, skip_hist = {}, {}
+for skip in (True, False):
+    toolkit.seed_everything(SEED)
+    net = models.ResNetMini(in_dim=64, width=p["skip_width"], depth=p["skip_depth"],
+                            n_classes=10, skip=skip)
+    h = train.fit(net, skip_train, optimizer="adam", lr=p["skip_lr"], epochs=p["skip_epochs"],
+                  batch_size=p["skip_batch"], seed=SEED, device=device, progress=False)
+    net.eval()
+    d1 = landscape.random_direction(net, normalization="filter", seed=SEED + 1)
+    d2 = landscape.random_direction(net, normalization="filter", seed=SEED + 2)
+    name = f"{'with' if skip else 'without'} skip connections"
+    surfaces[name] = landscape.surface_2d(net, "ce", skip_train, d1, d2, steps=p["steps"])
+    skip_hist[name] = h["train_loss"].iloc[-1]
+fig = lplot.compare_contours(surfaces)
+ncvx = {k: landscape.nonconvexity(s) for k, s in surfaces.items()}
+pd.DataFrame({"final train loss": skip_hist, "non-convex fraction": ncvx})
+
+# %%
+with_skip, without_skip = ncvx["with skip connections"], ncvx["without skip connections"]
+self_check(without_skip > 2 * with_skip,
+           f"without skips the surface is far more non-convex ({without_skip:.2f} vs "
+           f"{with_skip:.2f} of the grid)")
+
+# %% [markdown]
+# ### Why normalise per filter?
+#
+# A ReLU network is unchanged if one layer's weights are multiplied by α and the next layer's by
+# 1/α (relu(αz) = α·relu(z)). Along *unnormalised* random directions the rescaled network looks
+# sharper or flatter depending on α — a plot of nothing but the parametrisation. Filter
+# normalisation scales the direction with the weights, so both networks give **the same**
+# surface. We rescale the MLP of section 1 by α = 10.
+
+# %%
+alpha = p["rescale_alpha"]
+rescaled = landscape.balanced_rescale(model, alpha)
+x_train, _ = train_set.tensors
+same_function = torch.allclose(model(x_train.to(device)), rescaled(x_train.to(device)),
+                               rtol=1e-4, atol=1e-4)
+scale_surfaces = {}
+for norm in ("filter", "none"):
+    for name, net in (("original", model), (f"rescaled ×{alpha:g}", rescaled)):
+        e1 = landscape.random_direction(net, normalization=norm, seed=SEED + 1)
+        e2 = landscape.random_direction(net, normalization=norm, seed=SEED + 2)
+        span = 1.0 if norm == "filter" else 0.5
+        scale_surfaces[f"{norm}: {name}"] = landscape.surface_2d(
+            net, "ce", train_set, e1, e2, xrange=(-span, span), yrange=(-span, span),
+            steps=p["steps"], metrics=("loss",), progress=False)
+fig = lplot.compare_contours(scale_surfaces, width=3.2)
+
+
+# %%
+def rel_diff(a, b):
+    return float(np.max(np.abs(a.loss - b.loss)) / np.max(np.abs(a.loss)))
+
+
+keys = list(scale_surfaces)
+filter_diff = rel_diff(scale_surfaces[keys[0]], scale_surfaces[keys[1]])
+none_diff = rel_diff(scale_surfaces[keys[2]], scale_surfaces[keys[3]])
+print(f"max relative difference: filter-normalised {filter_diff:.1e}, unnormalised {none_diff:.2f}")
+self_check(same_function and filter_diff < 1e-3 and none_diff > 0.1,
+           "filter-normalised surfaces are invariant to a function-preserving rescaling, "
+           "unnormalised ones are not")
+
+# %% [markdown]
+# ## 3. The optimisation trajectory lives in a low-dimensional plane
+#
+# **Claim** (Li et al. 2018, §7): two random directions in a space of thousands of dimensions
+# are nearly orthogonal to the path that training takes, so a random plane shows nothing of it.
+# The two principal directions of the matrix of θ_t − θ_final over the saved epochs capture
+# most of its variation, and the path projected on that plane descends into the basin.
+
+# %%
+plane = landscape.pca_directions(recorder)
+xr, yr = plane.surface_range(margin=0.3)
+pca_surface = landscape.surface_2d(model, "ce", train_set, plane.d1, plane.d2, xrange=xr,
+                                   yrange=yr, steps=p["steps"], center=plane.origin)
+fig, axes = plotting.new_figure(2, width=5)
+lplot.contour(pca_surface, trajectory=plane.coords, ax=axes[0],
+              title=f"PCA plane ({100 * plane.explained_variance_ratio.sum():.0f}% of variance)")
+axes[1].remove()
+lplot.surface_3d(pca_surface, log=True, ax=fig.add_subplot(1, 2, 2, projection="3d"),
+                 title="the same surface in 3-D (log loss)")
+print("explained variance ratio:", np.round(plane.explained_variance_ratio, 3))
+
+# %%
+explained = float(plane.explained_variance_ratio.sum())
+first_leg = np.linalg.norm(plane.coords[0]) > np.linalg.norm(plane.coords[len(plane.coords) // 2])
+self_check(explained > 0.8 and first_leg,
+           f"two PCA directions hold {100 * explained:.0f}% of the trajectory's variation")
+
+# %% [markdown]
+# ## 4. The Hessian: top eigenvalues, trace and spectral density
+#
+# The Hessian of a network with P parameters is a P×P matrix we never form: Lanczos
+# (`hessian.top_eigenvalues`, ARPACK on Hessian-vector products) finds its extreme eigenvalues,
+# Hutchinson and Hutch++ estimate its trace from products with random sign vectors, and
+# stochastic Lanczos quadrature (Ghorbani et al. 2019, arXiv 1901.10159; Yao et al. 2020 —
+# PyHessian, arXiv 1912.07145) estimates its whole eigenvalue density, with quadrature weights
+# equal to the **squared** first components of the Lanczos eigenvectors.
+#
+# **Claim** (Papyan 2020, arXiv 2008.11865; Sagun et al. 2017): the spectrum of a classifier's
+# Hessian is a bulk near zero plus about C outliers, one per class — with the cross-entropy loss,
+# C − 1, because softmax outputs sum to one. They come from the class means of the logit
+# gradients, so a 4-class problem shows 3 outliers.
+
+# %%
+top = hessian.top_eigenvalues(model, "ce", train_set, k=p["hess_k"])
+tr_hpp = hessian.trace(model, "ce", train_set, n_samples=p["trace_samples"], method="hutch++")
+tr_hutch = hessian.trace(model, "ce", train_set, n_samples=p["trace_samples"])
+density = hessian.spectral_density(model, "ce", train_set, n_vectors=p["slq_vectors"],
+                                   steps=p["slq_steps"], seed=SEED)
+fig, axes = plotting.new_figure(2, width=5)
+lplot.esd(density, eigenvalues=top.eigenvalues[: n_classes - 1], ax=axes[0])
+lplot.top_eigenvalue_gaps(top.eigenvalues, n_outliers=n_classes - 1, ax=axes[1],
+                          title="top eigenvalues: C − 1 outliers, then the bulk")
+pd.DataFrame({"estimate of tr(H)": [tr_hutch.trace, tr_hpp.trace, density.trace_estimate],
+              "Hessian-vector products": [tr_hutch.n_hvp, tr_hpp.n_hvp, density.n_hvp]},
+             index=["Hutchinson", "Hutch++", "SLQ (n·mean of the density)"])
+
+# %%
+ratios = top.eigenvalues[:-1] / top.eigenvalues[1:]
+n_outliers = int(np.argmax(ratios)) + 1
+print("top eigenvalues:", np.round(top.eigenvalues, 3), "→ largest gap after", n_outliers)
+self_check(n_outliers in (n_classes - 1, n_classes) and ratios.max() > 2,
+           f"the spectrum has {n_outliers} outliers for C = {n_classes} classes, then the bulk")
+
+# %%
+agree = abs(density.trace_estimate - tr_hpp.trace) < 0.3 * abs(tr_hpp.trace)
+self_check(abs(density.integral() - 1) < 1e-3 and agree,
+           "the SLQ density integrates to 1 and its mean matches the Hutch++ trace")
+
+# %% [markdown]
+# ## 5. Flat and sharp minima: batch size and SAM
+#
+# **Claims**: small-batch SGD finds flatter minima (smaller top Hessian eigenvalue λ_max) than
+# large-batch or full-batch gradient descent (Keskar et al. 2017, arXiv 1609.04836), and
+# sharpness-aware minimisation, which descends from the worst point of a ρ-ball,
+# min_θ max_{‖ε‖≤ρ} L(θ + ε), finds flatter ones still (Foret et al. 2021, arXiv 2010.01412;
+# ASAM: Kwon et al. 2021, arXiv 2102.11600). We compare λ_max, SAM's first-order sharpness
+# (`hessian.sharpness`) and the width of the basin along a filter-normalised random direction.
+
+# %%
+flat_train = (data.subsample(digits_train, p["flat_n_train"], seed=SEED) if p["flat_n_train"]
+              else digits_train)
+runs = {
+    f"SGD, batch {p['flat_small_batch']}": dict(batch_size=p["flat_small_batch"],
+                                                 epochs=p["flat_small_epochs"]),
+    "GD, full batch": dict(batch_size=None, epochs=p["flat_gd_epochs"]),
+    f"SAM (ρ={p['flat_rho']}), batch {p['flat_small_batch']}": dict(
+        batch_size=p["flat_small_batch"], epochs=p["flat_small_epochs"], optimizer="sam",
+        rho=p["flat_rho"]),
+}
+rows, cuts, flat_models = {}, {}, {}
+for name, kw in runs.items():
+    toolkit.seed_everything(SEED)
+    net = models.MLP(64, p["flat_widths"], 10)
+    h = train.fit(net, flat_train, test=digits_test, lr=p["flat_lr"], seed=SEED, device=device,
+                  progress=False, **kw)
+    net.eval()
+    lam = hessian.top_eigenvalues(net, "ce", flat_train).eigenvalues[0]
+    sharp = hessian.sharpness(net, "ce", flat_train, rho=0.05)
+    d = landscape.random_direction(net, seed=SEED + 7)
+    cuts[name] = landscape.interpolate(net, "ce", flat_train, direction=d,
+                                       alphas=np.linspace(-1, 1, 41), progress=False)
+    flat_models[name] = net
+    rows[name] = {"train loss": h["train_loss"].iloc[-1], "test acc": h["test_acc"].iloc[-1],
+                  "λ_max": lam, "sharpness (ρ=0.05)": sharp.sharpness}
+ax = None
+for name, cut in cuts.items():
+    ax = lplot.interpolation(cut, ax=ax, label=name, mark=(0.0,),
+                             title="loss along a filter-normalised random direction")
+ax.legend()
+pd.DataFrame(rows).T
+
+# %%
+lam = {k: v["λ_max"] for k, v in rows.items()}
+sgd, gd, sam = (lam[k] for k in runs)
+self_check(gd > sgd > sam,
+           f"λ_max: full-batch GD {gd:.2f} > small-batch SGD {sgd:.2f} > SAM {sam:.2f}")
+
+# %% [markdown]
+# ## 6. Edge of stability
+#
+# **Claim** (Cohen, Kaur, Li, Kolter & Talwalkar 2021, arXiv 2103.00065): gradient descent with
+# step size η on a quadratic diverges when the curvature exceeds 2/η. On neural networks,
+# full-batch GD does not diverge: λ_max first rises (*progressive sharpening*) until it reaches
+# 2/η, then hovers just around 2/η while the loss keeps decreasing, non-monotonically.
+# `hessian.LambdaMaxTracker` is a `fit` callback that records λ_max (Lanczos warm-started from
+# the previous eigenvector).
+
+# %%
+eos_train = data.subsample(digits_train, p["eos_n_train"], seed=SEED)
+eos_hist, eos_lr = {}, {}
+for lr in p["eos_lrs"]:
+    toolkit.seed_everything(SEED)
+    net = models.MLP(64, p["eos_widths"], 10, activation="tanh", sigma_w=p["eos_sigma_w"])
+    tracker = hessian.LambdaMaxTracker("mse", eos_train, tol=3e-2)
+    name = f"GD, η = {lr:g}"
+    eos_hist[name] = train.fit(net, eos_train, loss="mse", lr=lr, epochs=p["eos_epochs"],
+                               callbacks=[tracker], callback_every=p["eos_every"], seed=SEED,
+                               device=device, progress=False)
+    eos_lr[name] = lr
+fig, axes = plotting.new_figure(2, width=5)
+lplot.lambda_max_curve(eos_hist, lr=eos_lr, ax=axes[0])
+for name, h in eos_hist.items():
+    axes[1].semilogy(h["epoch"], h["train_loss"], label=name)
+axes[1].set(xlabel="epoch", ylabel="train loss (MSE)", title="the loss keeps decreasing")
+axes[1].legend()
+
+# %%
+name = f"GD, η = {max(p['eos_lrs']):g}"
+lam_curve = eos_hist[name]["lambda_max"].dropna().to_numpy()
+threshold = 2 / max(p["eos_lrs"])
+late = lam_curve[len(lam_curve) * 2 // 3:]
+print(f"2/η = {threshold:.2f}; λ_max min {lam_curve.min():.2f}, max {lam_curve.max():.2f}, "
+      f"last third {late.min():.2f}–{late.max():.2f}")
+self_check(lam_curve.max() > 1.3 * lam_curve[1:].min() and np.all(np.abs(late / threshold - 1) < 0.2),
+           "λ_max rises to 2/η and then hovers within 20% of it (edge of stability)")
+
+# %% [markdown]
+# ## 7. Class imbalance: minority classes sit at saddle points
+#
+# **Claim** (Rangwani, Aithal, Mishra & Babu 2022, "Escaping Saddle Points for Effective
+# Generalization on Class-Imbalanced Data", arXiv 2212.13827): with a long-tailed training set,
+# the loss restricted to a *minority* class converges to a region with large negative
+# curvature — a saddle point of that class's loss — while the majority classes reach minima;
+# sharpness-aware minimisation reduces the negative curvature and improves the tail.
+# `hessian.class_hessian` gives λ_max and λ_min of every class's own loss Hessian.
+
+# %%
+imb_train = data.imbalance(digits_train, ratio=p["imb_ratio"], profile="step", seed=SEED)
+counts = torch.bincount(imb_train.tensors[1]).tolist()
+tables, imb_acc = {}, {}
+for opt in ("sgd", "sam"):
+    toolkit.seed_everything(SEED)
+    net = models.MLP(64, p["imb_widths"], 10)
+    h = train.fit(net, imb_train, test=digits_test, optimizer=opt, rho=p["imb_rho"],
+                  lr=p["imb_lr"], momentum=0.9, epochs=p["imb_epochs"],
+                  batch_size=p["imb_batch"], seed=SEED, device=device, progress=False)
+    net.eval()
+    tables[opt.upper()] = hessian.class_hessian(net, "ce", imb_train, tol=1e-2)
+    imb_acc[opt.upper()] = h["test_acc"].iloc[-1]
+print("class sizes:", counts, "| test accuracy:", imb_acc)
+lplot.class_curvature(tables, column="lambda_min",
+                      title="λ_min of each class's loss Hessian (more negative = saddle)")
+tables["SGD"]
+
+
+# %%
+def tail_head(table):
+    small = table["n_samples"] < table["n_samples"].max()
+    return table[small]["lambda_min"].mean(), table[~small]["lambda_min"].mean()
+
+
+sgd_tail, sgd_head = tail_head(tables["SGD"])
+sam_tail, _ = tail_head(tables["SAM"])
+print(f"mean λ_min — SGD: minority {sgd_tail:.4f}, majority {sgd_head:.4f}; SAM minority {sam_tail:.4f}")
+self_check(sgd_tail < 5 * sgd_head < 0 and sam_tail > sgd_tail,
+           "minority classes have much more negative curvature (saddles), and SAM reduces it")
+
+# %% [markdown]
+# ## 8. Explore: the surface around each iterate
+#
+# Move the **checkpoint** slider to see the loss surface (two filter-normalised random
+# directions) around the parameters after each epoch of section 1's run; **span** and
+# **resolution** set the plotted square. Early on the iterate sits on a slope; later it sits in a
+# basin that becomes wider relative to the weights as training proceeds. Run headless, the panel
+# shows the last checkpoint.
+
+# %%
+panel = lplot.surface_panel(model, "ce", train_set, recorder, steps=p["panel_steps"], seed=SEED)
+panel
+
+# %%
+self_check(panel.n_draws >= 1 and len(panel.figure.axes) >= 2,
+           "the surface panel draws the loss around the selected checkpoint")
+
+# %% [markdown]
+# ## Try it yourself
+#
+# 1. **Barriers.** Interpolate between two networks trained from *different* seeds instead of
+#    from init to solution (`landscape.interpolate(net_a, "ce", data, target=net_b)`). Predict:
+#    is there a barrier at α = 0.5? How does it change with the width of the MLP?
+# 2. **Depth.** In section 2, raise `skip_depth` to 8 and 12. Which network's non-convex fraction
+#    grows with depth, and which one stops training?
+# 3. **The edge of stability.** Add η = 1 to `eos_lrs`. Predict where λ_max settles for each step
+#    size, then check. What happens for η = 4?
+# 4. **SAM's radius.** Sweep `flat_rho` over 0.01, 0.05, 0.2, 0.5. Plot λ_max and test accuracy
+#    against ρ. Is flatter always better?
+# 5. **Outliers.** Use 6 or 10 classes in the Gaussian mixture (`n_classes`) and count the
+#    outliers above the bulk. Does the count follow C − 1? Try `loss="mse"` too.
+#
+# ## Read more
+#
+# * Goodfellow, Vinyals & Saxe 2015 — Qualitatively characterizing neural network optimization
+#   problems, arXiv 1412.6544.
+# * Li, Xu, Taylor, Studer & Goldstein 2018 — Visualizing the Loss Landscape of Neural Nets,
+#   arXiv 1712.09913.
+# * Ghorbani, Krishnan & Xiao 2019 — An Investigation into Neural Net Optimization via Hessian
+#   Eigenvalue Density, arXiv 1901.10159.
+# * Yao, Gholami, Keutzer & Mahoney 2020 — PyHessian: Neural Networks Through the Lens of the
+#   Hessian, arXiv 1912.07145.
+# * Meyer, Musco, Musco & Woodruff 2021 — Hutch++: Optimal Stochastic Trace Estimation,
+#   arXiv 2010.09649.
+# * Papyan 2020 — Traces of Class/Cross-Class Structure Pervade Deep Learning Spectra,
+#   arXiv 2008.11865.
+# * Keskar et al. 2017 — On Large-Batch Training for Deep Learning: Generalization Gap and Sharp
+#   Minima, arXiv 1609.04836.
+# * Foret, Kleiner, Mobahi & Neyshabur 2021 — Sharpness-Aware Minimization, arXiv 2010.01412;
+#   Kwon, Kim, Park & Choi 2021 — ASAM, arXiv 2102.11600.
+# * Cohen, Kaur, Li, Kolter & Talwalkar 2021 — Gradient Descent on Neural Networks Typically
+#   Occurs at the Edge of Stability, arXiv 2103.00065.
+# * Rangwani, Aithal, Mishra & Babu 2022 — Escaping Saddle Points for Effective Generalization on
+#   Class-Imbalanced Data, arXiv 2212.13827.

@@ -1,0 +1,290 @@
+"""toolkit.hessian: every estimate is checked against an exact dense computation or a closed form."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from toolkit import hessian, models, train
+
+
+def _problem(n=40, d=5, classes=3, hidden=6, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen)
+    y = torch.randint(0, classes, (n,), generator=gen)
+    torch.manual_seed(seed)
+    model = models.MLP(d, [hidden], classes, activation="tanh")
+    return model, x, y
+
+
+def _exact_hessian(model, loss_fn, x, y):
+    """Dense Hessian from torch.autograd.functional.hessian (independent of toolkit)."""
+    named = dict(model.named_parameters())
+    names = list(named)
+
+    def f(*flat):
+        return loss_fn(functional_call(model, dict(zip(names, flat)), (x,)), y)
+
+    blocks = torch.autograd.functional.hessian(f, tuple(p.detach() for p in named.values()))
+    sizes = [named[n].numel() for n in names]
+    return torch.cat([torch.cat([blocks[i][j].reshape(sizes[i], sizes[j])
+                                 for j in range(len(names))], dim=1)
+                      for i in range(len(names))], dim=0).double()
+
+
+@pytest.mark.parametrize("method", hessian.HVP_METHODS)
+def test_hvp_matches_explicit_hessian_accumulated_over_batches(method):
+    model, x, y = _problem()
+    exact = _exact_hessian(model, F.cross_entropy, x, y)
+    gen = torch.Generator().manual_seed(1)
+    v = torch.randn(exact.shape[0], generator=gen)
+    # batches of 15 + 15 + 10: the mean over batches must be weighted by their sizes
+    hv = hessian.hvp(model, F.cross_entropy, (x, y), v, batch_size=15, method=method)
+    torch.testing.assert_close(hv.double(), exact @ v.double(), rtol=1e-4, atol=1e-6)
+    # dict form, and a DataLoader as data
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    op = hessian.HessianOperator(model, F.cross_entropy, loader)
+    hv_dict = hessian.hvp(model, F.cross_entropy, loader, op.unflatten(v), method=method)
+    torch.testing.assert_close(op.flatten(hv_dict).double(), exact @ v.double(), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_forward_over_reverse_equals_reverse_over_reverse_and_dense_is_symmetric():
+    model, x, y = _problem(hidden=8, seed=3)
+    a = hessian.HessianOperator(model, "ce", (x, y), method="fwd-rev").dense().double()
+    b = hessian.HessianOperator(model, "ce", (x, y), method="rev-rev").dense().double()
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(a, a.T, rtol=1e-4, atol=1e-6)
+
+
+def test_hvp_restricted_to_some_parameters_is_the_principal_block():
+    model, x, y = _problem()
+    exact = _exact_hessian(model, F.cross_entropy, x, y)
+    names = [n for n, _ in model.named_parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+    start = sum(sizes[:2])  # head.weight, head.bias are the last two
+    op = hessian.HessianOperator(model, "ce", (x, y), params=names[2:])
+    torch.testing.assert_close(op.dense().double(), exact[start:, start:], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["largest", "smallest"])
+def test_top_eigenvalues_match_dense_eigvalsh(which):
+    model, x, y = _problem(hidden=8, seed=2)
+    exact = torch.linalg.eigvalsh(_exact_hessian(model, F.cross_entropy, x, y)).numpy()
+    res = hessian.top_eigenvalues(model, F.cross_entropy, (x, y), k=3, which=which, tol=1e-6,
+                                  max_iter=300)
+    expected = exact[::-1][:3] if which == "largest" else exact[:3]
+    np.testing.assert_allclose(res.eigenvalues, expected, rtol=1e-3, atol=1e-5)
+    assert exact.min() < 0 < exact.max()  # a non-convex point: both ends are meaningful
+    # the eigenvectors satisfy H u = λ u
+    op = hessian.HessianOperator(model, F.cross_entropy, (x, y))
+    for lam, u in zip(res.eigenvalues, res.eigenvectors):
+        u = op.flatten(u)
+        assert abs(float(u.norm()) - 1) < 1e-4
+        torch.testing.assert_close(op.matvec(u), lam * u, rtol=0, atol=1e-3 * abs(lam) + 1e-5)
+
+
+def test_power_iteration_with_deflation_on_a_convex_quadratic():
+    # linear least squares: H = 2 XᵀX / N (bias column included), positive semi-definite
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(50, 6, generator=gen), torch.randn(50, 1, generator=gen)
+    model = nn.Linear(6, 1)
+    xb = torch.cat([x, torch.ones(50, 1)], dim=1).double()
+    exact = np.sort(torch.linalg.eigvalsh(2 * xb.T @ xb / 50).numpy())[::-1]
+    res = hessian.top_eigenvalues(model, F.mse_loss, (x, y), k=2, method="power", tol=1e-9,
+                                  max_iter=2000)
+    np.testing.assert_allclose(res.eigenvalues, exact[:2], rtol=1e-4)
+    low = hessian.top_eigenvalues(model, F.mse_loss, (x, y), which="smallest", method="power",
+                                  tol=1e-10, max_iter=5000)
+    np.testing.assert_allclose(low.eigenvalues[0], exact[-1], rtol=1e-2, atol=1e-4)
+
+
+def test_hutchinson_is_within_its_standard_error_of_the_exact_trace():
+    model, x, y = _problem(hidden=8, seed=4)
+    h = _exact_hessian(model, F.cross_entropy, x, y)
+    exact = float(torch.trace(h))
+    est = hessian.trace(model, F.cross_entropy, (x, y), n_samples=400, seed=0, progress=False)
+    # the variance of zᵀHz for Rademacher z is 2 Σ_{i≠j} H_ij²: use the exact standard error
+    sd = math.sqrt(2 * (float((h**2).sum()) - float((torch.diagonal(h) ** 2).sum())) / 400)
+    assert abs(est.trace - exact) < 4 * sd
+    assert est.n_hvp == 400
+    assert abs(est.stderr - sd) < 0.5 * sd  # the reported standard error is honest
+
+
+def test_hutch_plus_plus_is_exact_for_low_rank_hessians():
+    # least squares with 3 samples and 10 weights: rank(H) = 3 <= n_samples // 3
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 10, generator=gen), torch.randn(3, 1, generator=gen)
+    model = nn.Linear(10, 1, bias=False)
+    exact = float(torch.trace(2 * x.T @ x / 3))
+    res = hessian.trace(model, F.mse_loss, (x, y), n_samples=12, method="hutch++",
+                        progress=False)
+    assert res.trace == pytest.approx(exact, rel=1e-4)
+    plain = hessian.trace(model, F.mse_loss, (x, y), n_samples=12, progress=False)
+    assert abs(plain.trace - exact) > 1e-3  # plain Hutchinson is not exact here
+
+
+def test_lanczos_quadrature_weights_are_squared_first_components():
+    # Gauss quadrature with m nodes is exact for polynomials of degree <= 2m-1:
+    # vᵀA^k v = Σ_j τ_j θ_j^k with τ_j = (U_1j)², for ‖v‖ = 1.
+    gen = torch.Generator().manual_seed(0)
+    b = torch.randn(30, 30, generator=gen, dtype=torch.float64)
+    a = (b + b.T) / 2
+    v = torch.randn(30, generator=gen, dtype=torch.float64)
+    v /= v.norm()
+    alpha, beta = hessian.lanczos(lambda u: a @ u, v, steps=5)
+    theta, u = np.linalg.eigh(np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1))
+    tau = u[0] ** 2
+    for k in range(10):
+        exact = float(v @ torch.linalg.matrix_power(a, k) @ v)
+        assert np.sum(tau * theta**k) == pytest.approx(exact, rel=1e-8, abs=1e-8)
+    assert abs(np.sum(np.abs(u[0]) * theta) - float(v @ a @ v)) > 1e-3  # unsquared is wrong
+
+
+def test_spectral_density_integrates_to_one_and_its_mean_is_trace_over_n():
+    model, x, y = _problem(hidden=4, seed=5)
+    h = _exact_hessian(model, F.cross_entropy, x, y)
+    n = h.shape[0]
+    dens = hessian.spectral_density(model, F.cross_entropy, (x, y), n_vectors=30, steps=8,
+                                    progress=False)
+    assert dens.integral() == pytest.approx(1.0, abs=1e-3)
+    for w in dens.weights:
+        assert np.sum(w) == pytest.approx(1.0, abs=1e-6)
+    # each vector's first moment is zᵀHz/n (Rademacher z): mean over 30 vectors
+    sd = math.sqrt(2 * (float((h**2).sum()) - float((torch.diagonal(h) ** 2).sum())) / 30) / n
+    assert abs(dens.moment(1) - float(torch.trace(h)) / n) < 4 * sd
+    assert dens.trace_estimate == pytest.approx(n * dens.moment(1))
+    # with n Lanczos steps the Ritz values are the exact eigenvalues
+    full = hessian.spectral_density(model, F.cross_entropy, (x, y), n_vectors=1, steps=n,
+                                    progress=False)
+    exact = torch.linalg.eigvalsh(h).numpy()
+    assert full.nodes[0].max() == pytest.approx(exact.max(), rel=1e-3)
+    assert full.nodes[0].min() == pytest.approx(exact.min(), rel=1e-3, abs=1e-5)
+
+
+def test_class_hessian_matches_the_dense_hessian_of_each_class_loss():
+    model, x, y = _problem(n=60, hidden=6, seed=6)
+    table = hessian.class_hessian(model, F.cross_entropy, (x, y), tol=1e-6, max_iter=300,
+                                  progress=False)
+    assert list(table["class"]) == [0, 1, 2]
+    for row in table.itertuples():
+        sel = y == row[1]
+        ev = torch.linalg.eigvalsh(_exact_hessian(model, F.cross_entropy, x[sel], y[sel]))
+        assert row.n_samples == int(sel.sum())
+        assert row.lambda_max == pytest.approx(float(ev.max()), rel=1e-3)
+        assert row.lambda_min == pytest.approx(float(ev.min()), rel=1e-3, abs=1e-5)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sharpness_on_a_quadratic_matches_the_closed_form(adaptive):
+    # L(θ) = ‖Xw + b − y‖²/N is exactly quadratic: L(θ+ε) − L(θ) = gᵀε + ½ εᵀHε
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 4, generator=gen), torch.randn(30, 1, generator=gen)
+    model = nn.Linear(4, 1)
+    xb = torch.cat([x, torch.ones(30, 1)], dim=1).double()
+    theta = torch.cat([model.weight.detach().reshape(-1), model.bias.detach()]).double()
+    g = 2 * xb.T @ (xb @ theta - y.double().reshape(-1)) / 30
+    h = 2 * xb.T @ xb / 30
+    t = theta.abs() if adaptive else torch.ones_like(theta)
+    eps = 0.1 * t**2 * g / (t * g).norm()
+    expected = float(g @ eps + 0.5 * eps @ h @ eps)
+    res = hessian.sharpness(model, F.mse_loss, (x, y), rho=0.1, adaptive=adaptive)
+    assert res.sharpness == pytest.approx(expected, rel=1e-3)
+    assert res.grad_norm == pytest.approx(float((t * g).norm()), rel=1e-4)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_sam_step_on_a_quadratic_matches_the_closed_form(adaptive):
+    # L(θ) = ½ θᵀAθ − bᵀθ: one SAM step is θ' = θ − η ∇L(θ + ε), ε = ρ T²g / ‖Tg‖, g = Aθ − b,
+    # T = I (SAM, Foret et al. 2021) or diag(|θ|) (ASAM, Kwon et al. 2021).
+    gen = torch.Generator().manual_seed(0)
+    m = torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    a = m @ m.T + torch.eye(5, dtype=torch.float64)
+    b = torch.randn(5, generator=gen, dtype=torch.float64)
+    theta0 = torch.randn(5, generator=gen, dtype=torch.float64)
+    lr, rho = 0.05, 0.2
+    p = nn.Parameter(theta0.clone())
+    opt = train.SAM([p], torch.optim.SGD, rho=rho, adaptive=adaptive, lr=lr)
+
+    def closure():
+        opt.zero_grad()
+        loss = 0.5 * p @ a @ p - b @ p
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    g = a @ theta0 - b
+    t = theta0.abs() if adaptive else torch.ones(5, dtype=torch.float64)
+    eps = rho * t**2 * g / (t * g).norm()
+    expected = theta0 - lr * (a @ (theta0 + eps) - b)
+    torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-10)
+    # and it is not the plain gradient step
+    assert float((expected - (theta0 - lr * g)).norm()) > 1e-3
+
+
+def test_batchnorm_in_train_mode_is_refused_and_eval_mode_works():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    x, y = torch.randn(20, 4), torch.randint(0, 2, (20,))
+    with pytest.raises(ValueError, match=r"model\.eval\(\)"):
+        hessian.top_eigenvalues(model, "ce", (x, y))
+    model.eval()
+    assert np.isfinite(hessian.top_eigenvalues(model, "ce", (x, y)).eigenvalues[0])
+
+
+class _Noisy(nn.Module):
+    """Stochastic in training mode, but not a Dropout/BatchNorm subclass."""
+
+    def forward(self, x):
+        return x + 0.1 * torch.randn_like(x) if self.training else x
+
+
+def test_nondeterministic_model_is_detected_by_two_identical_products():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), _Noisy(), nn.Linear(8, 2))
+    x, y = torch.randn(20, 4), torch.randint(0, 2, (20,))
+    with pytest.raises(RuntimeError, match=r"model\.eval\(\)"):
+        hessian.trace(model, "ce", (x, y), n_samples=3, progress=False)
+    model.eval()
+    hessian.trace(model, "ce", (x, y), n_samples=3, progress=False)
+
+
+def test_bad_arguments_raise_clear_errors():
+    model, x, y = _problem()
+    with pytest.raises(ValueError, match="which"):
+        hessian.top_eigenvalues(model, "ce", (x, y), which="middle")
+    with pytest.raises(ValueError, match="k="):
+        hessian.top_eigenvalues(model, "ce", (x, y), k=10_000)
+    with pytest.raises(ValueError, match="method"):
+        hessian.trace(model, "ce", (x, y), method="exact")
+    with pytest.raises(ValueError, match="not parameters"):
+        hessian.HessianOperator(model, "ce", (x, y), params=["nope.weight"])
+    with pytest.raises(ValueError, match="shape"):
+        hessian.hvp(model, "ce", (x, y), {"head.bias": torch.zeros(7)})
+    with pytest.raises(TypeError, match="loss_fn"):
+        hessian.trace(model, 3, (x, y))
+
+
+def test_same_seed_same_numbers():
+    model, x, y = _problem()
+    a = hessian.trace(model, "ce", (x, y), n_samples=5, seed=3, progress=False)
+    b = hessian.trace(model, "ce", (x, y), n_samples=5, seed=3, progress=False)
+    assert a.trace == b.trace
+    d1 = hessian.spectral_density(model, "ce", (x, y), n_vectors=2, steps=10, seed=1,
+                                  progress=False)
+    d2 = hessian.spectral_density(model, "ce", (x, y), n_vectors=2, steps=10, seed=1,
+                                  progress=False)
+    np.testing.assert_array_equal(d1.density, d2.density)
+
+
+def test_lambda_max_tracker_in_fit_reports_the_top_eigenvalue():
+    model, x, y = _problem(seed=7)
+    tracker = hessian.LambdaMaxTracker(F.cross_entropy, (x, y), tol=1e-6, max_iter=300)
+    hist = train.fit(model, (x, y), epochs=3, lr=0.5, callbacks=[tracker], progress=False)
+    assert "lambda_max" in hist.columns and hist["lambda_max"].notna().all()
+    exact = torch.linalg.eigvalsh(_exact_hessian(model.eval(), F.cross_entropy, x, y)).max()
+    assert hist["lambda_max"].iloc[-1] == pytest.approx(float(exact), rel=1e-3)

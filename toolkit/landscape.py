@@ -1,0 +1,743 @@
+r"""Loss landscapes: random and PCA directions, 1-D interpolations and 2-D surfaces.
+
+A *slice* of the loss landscape around parameters θ* is the function
+
+.. math::  f(a, b) = L(θ^* + a\,δ + b\,η)
+
+for two directions δ, η in parameter space (Li, Xu, Taylor, Studer, Goldstein 2018,
+arXiv 1712.09913); a 1-D cut is L(θ₀ + α(θ₁ − θ₀)) (Goodfellow, Vinyals, Saxe 2015,
+arXiv 1412.6544).
+
+Everything here is functional: parameters are dicts ``name -> tensor`` and the model is evaluated
+with :func:`torch.func.functional_call`, so the model's own parameters are never modified. Grid
+points are evaluated in chunks by one internal function that takes a list of point indices
+(:meth:`_GridEvaluator.evaluate`), the unit of work a sharded run distributes over ranks. Within a
+chunk the points are either vectorised with :func:`torch.func.vmap` (small problems, where the
+per-point Python overhead dominates) or looped (large problems, already at matmul throughput).
+In both modes the first parametrised layer is not recomputed per point when it is linear in its
+parameters (``nn.Linear``, ``nn.Conv*``): its output on the plane is
+``z(a, b) = z(θ*) + a z(δ) + b z(η)``, three products per data batch instead of one per point.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext as _nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from .utils import iterate_batches, model_device
+
+Params = dict[str, torch.Tensor]
+
+_NORMALIZATIONS = ("filter", "layer", "none")
+_IGNORES = ("biasbn", "none", None)
+_METRICS = ("loss", "accuracy")
+_MEMORY_BUDGET = 256 * 2**20  # bytes per chunk of vectorised grid points, at most
+_CACHE_BUDGET = 8 * 2**20  # bytes per chunk that keep a chunk's working set in cache
+# batch size × #parameters above which looping over points beats vmap (measured on CPU, one
+# thread: vmap wins 3.7× at 2e5, ties near 1e6, loses 2× at 1e7 — the batched matmuls of
+# different weights run below matmul speed and the chunk's activations leave the cache)
+_LOOP_THRESHOLD = 1.5e6
+
+
+# ----------------------------------------------------------------------------- parameter helpers
+
+
+def parameters_of(model: nn.Module | Mapping[str, torch.Tensor]) -> Params:
+    """Detached views (no copies) ``name -> tensor`` of a model's parameters (or a dict's)."""
+    if isinstance(model, nn.Module):
+        return {n: p.detach() for n, p in model.named_parameters()}
+    if isinstance(model, Mapping):
+        return {n: torch.as_tensor(t).detach() for n, t in model.items()}
+    raise TypeError(f"expected an nn.Module or a dict name -> tensor, got {type(model).__name__}.")
+
+
+def _resolve_loss(loss_fn) -> Callable:
+    if isinstance(loss_fn, str):
+        from .train import get_loss
+
+        return get_loss(loss_fn)
+    if not callable(loss_fn):
+        raise TypeError("loss_fn must be a callable(outputs, targets) -> scalar mean loss or a "
+                        f"loss name such as 'ce' or 'mse', got {type(loss_fn).__name__}.")
+    return loss_fn
+
+
+def check_direction(model: nn.Module, direction, name: str = "direction") -> Params:
+    """Validate a direction against ``model`` and return it as a full dict on the model's device.
+
+    ``direction`` is a dict ``name -> tensor`` (missing names count as zero) or a flat vector with
+    one entry per parameter in ``model.named_parameters()`` order. Unknown names and wrong shapes
+    raise a ``ValueError`` naming the parameter.
+    """
+    params = parameters_of(model)
+    if isinstance(direction, torch.Tensor):
+        total = sum(p.numel() for p in params.values())
+        if direction.dim() != 1 or direction.numel() != total:
+            raise ValueError(f"{name} is a tensor of shape {tuple(direction.shape)}; a flat "
+                             f"direction must have exactly {total} entries (one per parameter).")
+        out, i = {}, 0
+        for n, p in params.items():
+            out[n] = direction[i:i + p.numel()].view_as(p).to(p)
+            i += p.numel()
+        return out
+    if not isinstance(direction, Mapping):
+        raise TypeError(f"{name} must be a dict name -> tensor (e.g. from random_direction) or a "
+                        f"flat tensor, got {type(direction).__name__}.")
+    unknown = sorted(set(direction) - set(params))
+    if unknown:
+        raise ValueError(f"{name} has entries {unknown[:5]} that are not parameters of the model; "
+                         "build it from this model (random_direction(model)).")
+    out = {}
+    for n, p in params.items():
+        if n not in direction:
+            out[n] = torch.zeros_like(p)
+            continue
+        d = torch.as_tensor(direction[n])
+        if d.shape != p.shape:
+            raise ValueError(f"{name}[{n!r}] has shape {tuple(d.shape)} but the parameter has "
+                             f"shape {tuple(p.shape)}; build the direction from this model.")
+        out[n] = d.detach().to(device=p.device, dtype=p.dtype)
+    return out
+
+
+def flatten(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Concatenate a dict of tensors into one flat vector (dict order)."""
+    return torch.cat([t.reshape(-1) for t in params.values()])
+
+
+def _norm(d: Mapping[str, torch.Tensor]) -> float:
+    return float(torch.sqrt(sum((t.double() ** 2).sum() for t in d.values())))
+
+
+# ---------------------------------------------------------------------------------- directions
+
+
+def random_direction(model: nn.Module, *, normalization: str = "filter",
+                     ignore: str | None = "biasbn", seed: int | None = None) -> Params:
+    r"""A Gaussian random direction δ in parameter space, normalised per filter, per layer or not.
+
+    Li et al. 2018 (arXiv 1712.09913), §4: draw d ~ N(0, I) with the shape of each parameter θ and
+
+    * ``"filter"``: rescale every output filter (row ``i`` along dimension 0) to the norm of the
+      same filter of the weights, d_i ← d_i · ‖θ_i‖ / ‖d_i‖. Scale-invariant networks (ReLU,
+      batch norm) then give the same picture whatever the scale of their weights.
+    * ``"layer"``: rescale the whole tensor, d ← d · ‖θ‖ / ‖d‖.
+    * ``"none"``: keep d ~ N(0, I).
+
+    With ``ignore="biasbn"`` every 1-D parameter (biases, norm-layer scales and shifts) gets δ = 0,
+    as in the paper. With ``ignore="none"`` a 1-D parameter is treated as a single filter.
+    The draw uses a CPU generator seeded with ``seed``, so the same seed gives the same direction
+    on every device. Returns a dict ``name -> tensor`` on the parameters' device.
+    """
+    if normalization not in _NORMALIZATIONS:
+        raise ValueError(f"normalization={normalization!r} is unknown; choose one of "
+                         f"{_NORMALIZATIONS}.")
+    if ignore not in _IGNORES:
+        raise ValueError(f"ignore={ignore!r} is unknown; choose 'biasbn' or 'none'.")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(int(seed))
+    out = {}
+    for name, p in parameters_of(model).items():
+        d = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+        w = p.detach().cpu().double()
+        if p.dim() <= 1 and ignore == "biasbn":
+            d.zero_()
+        elif normalization == "filter":
+            rows_d = d.reshape(d.shape[0], -1) if d.dim() > 1 else d.reshape(1, -1)
+            rows_w = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
+            scale = rows_w.norm(dim=1, keepdim=True) / rows_d.norm(dim=1, keepdim=True).clamp_min(
+                1e-12)
+            d = (rows_d * scale).reshape(p.shape)
+        elif normalization == "layer":
+            d = d * (w.norm() / d.norm().clamp_min(1e-12))
+        out[name] = d.to(device=p.device, dtype=p.dtype)
+    return out
+
+
+def with_parameters(model: nn.Module, params: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A deep copy of ``model`` (eval mode, same device) holding ``params`` (a dict
+    ``name -> tensor``, e.g. one point of a trajectory). The original model is not touched."""
+    out = copy.deepcopy(model)
+    missing = [n for n, _ in out.named_parameters() if n not in params]
+    if missing:
+        raise ValueError(f"params lacks entries for {missing[:5]}; give every parameter.")
+    full = check_direction(out, parameters_of(params), "params")
+    with torch.no_grad():
+        for n, p in out.named_parameters():
+            p.copy_(full[n])
+    return out.eval()
+
+
+def balanced_rescale(model: nn.Module, alpha: float, *, layer: int = 0) -> nn.Module:
+    r"""A copy of ``model`` computing the same function with differently scaled weights.
+
+    Multiplies the weight and bias of the ``layer``-th ``nn.Linear``/``nn.Conv`` module by α and the
+    weight of the next one by 1/α. For positively homogeneous activations (ReLU, identity)
+    relu(αz) = α relu(z), so the network function is unchanged — yet a surface along *unnormalised*
+    random directions looks sharper or flatter depending on α. This is Li et al.'s (arXiv
+    1712.09913) argument for filter normalisation, which makes the two surfaces identical.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}.")
+    out = copy.deepcopy(model)
+    layers = [m for m in out.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)]
+    if not 0 <= layer < len(layers) - 1:
+        raise ValueError(f"layer={layer} needs a next layer; the model has {len(layers)} "
+                         "linear/conv layers, so choose 0..{len(layers) - 2}.")
+    first, second = layers[layer], layers[layer + 1]
+    with torch.no_grad():
+        first.weight.mul_(alpha)
+        if first.bias is not None:
+            first.bias.mul_(alpha)
+        second.weight.div_(alpha)
+    return out
+
+
+# ---------------------------------------------------------------------------- trajectories & PCA
+
+
+class TrajectoryRecorder:
+    """A :func:`toolkit.train.fit` callback that keeps a CPU copy of the parameters at each call.
+
+    ``fit(..., callbacks=[rec], callback_every=k)`` records epoch 0, every k-th epoch and the
+    last one. ``rec.trajectory`` is the list of parameter dicts, ``rec.epochs`` their epochs.
+    """
+
+    def __init__(self):
+        self.trajectory: list[Params] = []
+        self.epochs: list[int] = []
+
+    def __call__(self, epoch: int, model: nn.Module, history_rows=None) -> None:
+        self.trajectory.append({n: p.detach().cpu().clone() for n, p in model.named_parameters()})
+        self.epochs.append(int(epoch))
+        return None
+
+    def __len__(self) -> int:
+        return len(self.trajectory)
+
+
+def _as_trajectory(trajectory) -> list[Params]:
+    if isinstance(trajectory, TrajectoryRecorder):
+        trajectory = trajectory.trajectory
+    if not isinstance(trajectory, Sequence) or len(trajectory) == 0:
+        raise ValueError("trajectory must be a non-empty list of parameter dicts or models "
+                         "(e.g. TrajectoryRecorder().trajectory).")
+    out = [{n: t.detach().cpu() for n, t in parameters_of(p).items()} for p in trajectory]
+    keys = list(out[0])
+    for i, p in enumerate(out):
+        if list(p) != keys or any(p[k].shape != out[0][k].shape for k in keys):
+            raise ValueError(f"trajectory[{i}] has different parameter names or shapes than "
+                             "trajectory[0]; record all points from the same model.")
+    return out
+
+
+def _unflatten(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Params:
+    out, i = {}, 0
+    for n, t in like.items():
+        out[n] = flat[i:i + t.numel()].view_as(t).to(t.dtype)
+        i += t.numel()
+    return out
+
+
+def project(trajectory, d1, d2, origin) -> np.ndarray:
+    r"""Coordinates (a_t, b_t) of each point of a trajectory on the plane origin + a·d1 + b·d2.
+
+    Least squares: (a_t, b_t) = argmin ‖θ_t − origin − a d1 − b d2‖, which is the orthogonal
+    projection for orthonormal d1, d2 (PCA directions) and still meaningful for random ones.
+    Returns an array of shape (T, 2).
+    """
+    traj = _as_trajectory(trajectory)
+    origin = flatten({n: t.cpu() for n, t in parameters_of(origin).items()}).double()
+    basis = torch.stack([flatten({n: t.cpu() for n, t in parameters_of(d).items()}).double()
+                         for d in (d1, d2)], dim=1)
+    if basis.shape[0] != origin.numel():
+        raise ValueError(f"d1/d2 have {basis.shape[0]} entries but origin has {origin.numel()}.")
+    diffs = torch.stack([flatten(p).double() - origin for p in traj], dim=1)
+    coords = torch.linalg.lstsq(basis, diffs).solution
+    return coords.T.numpy()
+
+
+@dataclass
+class PCAPlane:
+    """Two PCA directions of a trajectory and the trajectory's coordinates on their plane."""
+
+    d1: Params
+    d2: Params
+    origin: Params
+    explained_variance_ratio: np.ndarray
+    coords: np.ndarray
+
+    def surface_range(self, margin: float = 0.25) -> tuple[tuple[float, float], ...]:
+        """(xrange, yrange) covering the projected trajectory with a relative ``margin``."""
+        lo, hi = self.coords.min(axis=0), self.coords.max(axis=0)
+        pad = margin * np.maximum(hi - lo, 1e-8)
+        return (float(lo[0] - pad[0]), float(hi[0] + pad[0])), (float(lo[1] - pad[1]),
+                                                              float(hi[1] + pad[1]))
+
+
+def pca_directions(trajectory, *, origin=None) -> PCAPlane:
+    r"""The plane of largest variation of an optimisation trajectory (Li et al. 2018, §7).
+
+    With M the T×P matrix of rows θ_t − θ_final (T saved checkpoints, P parameters), the two
+    directions are the first two principal axes of M (scikit-learn's PCA, which centres the rows),
+    and ``explained_variance_ratio`` says how much of the trajectory's variance the plane holds.
+    Random directions in high dimension are nearly orthogonal to the path, so only a PCA plane
+    shows it. ``origin`` defaults to the last point; ``coords`` are the trajectory's coordinates.
+    """
+    from sklearn.decomposition import PCA
+
+    traj = _as_trajectory(trajectory)
+    if len(traj) < 3:
+        raise ValueError(f"trajectory has {len(traj)} points; PCA needs at least 3 checkpoints.")
+    origin_d = traj[-1] if origin is None else {n: t.cpu()
+                                                  for n, t in parameters_of(origin).items()}
+    o = flatten(origin_d).double()
+    m = torch.stack([flatten(p).double() - o for p in traj]).numpy()
+    pca = PCA(n_components=2, svd_solver="full").fit(m)
+    comps = torch.from_numpy(pca.components_)
+    d1, d2 = (_unflatten(c, origin_d) for c in comps)
+    coords = project(traj, d1, d2, origin_d)
+    return PCAPlane(d1=d1, d2=d2, origin=origin_d,
+                    explained_variance_ratio=np.asarray(pca.explained_variance_ratio_),
+                    coords=coords)
+
+
+# ------------------------------------------------------------------------------ grid evaluation
+
+
+class _StopForward(Exception):
+    pass
+
+
+def _input_of(model: nn.Module, module: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The input that ``module`` receives when ``model(x)`` runs; the forward stops right there."""
+    captured = {}
+
+    def hook(mod, args):
+        captured["x"] = args[0]
+        raise _StopForward
+
+    h = module.register_forward_pre_hook(hook)
+    try:
+        with torch.no_grad():
+            model(x)
+    except _StopForward:
+        pass
+    finally:
+        h.remove()
+    return captured
+
+
+def _first_linear_layer(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Name of the first parametrised module if its output is linear in its own parameters and
+    its input depends on the data only; else None.
+
+    Checked on a two-sample slice: the module is the first leaf with parameters to run, it runs
+    once, no parameter lives outside a leaf module that runs (so nothing parametrised happens
+    before it), and m(x; θ + d₁ + 2d₂) = m(x; θ) + m(x; d₁) + 2 m(x; d₂) numerically.
+    """
+    calls: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    hooks = [m.register_forward_hook(lambda mod, i, o: calls.append(names[mod])) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(x[:2])
+    finally:
+        for h in hooks:
+            h.remove()
+    owners = {n for n, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}
+    parametrised_calls = [c for c in calls if c in owners]
+    if not parametrised_calls or not owners <= set(calls):
+        return None
+    first = parametrised_calls[0]
+    if calls.count(first) != 1:
+        return None
+    module = dict(model.named_modules())[first]
+    if not isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        return None
+    # linearity check on the actual input of that module
+    captured = _input_of(model, module, x[:2])
+    own = dict(module.named_parameters())
+    gen = torch.Generator().manual_seed(0)
+    d1 = {n: torch.randn(p.shape, generator=gen).to(p) for n, p in own.items()}
+    d2 = {n: torch.randn(p.shape, generator=gen).to(p) for n, p in own.items()}
+    with torch.no_grad():
+        z = lambda ps: functional_call(module, ps, (captured["x"],))
+        lhs = z({n: own[n] + d1[n] + 2 * d2[n] for n in own})
+        rhs = z(own) + z(d1) + 2 * z(d2)
+    scale = float(lhs.abs().max()) + 1e-12
+    return first if float((lhs - rhs).abs().max()) <= 1e-4 * scale else None
+
+
+class _PatchedForward:
+    """Temporarily replace one module's forward by a function returning a precomputed output."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.value = module, None
+
+    def __enter__(self):
+        self.module.forward = lambda *args, **kwargs: self.value
+        return self
+
+    def __exit__(self, *exc):
+        del self.module.forward  # back to the class's forward
+        return False
+
+
+@dataclass
+class _GridEvaluator:
+    """Evaluates L(origin + Σ_j c_j d_j) at grid points given by index into ``coords``.
+
+    ``evaluate(indices)`` is the only entry point: it loops over data batches and, for each, over
+    chunks of the requested points, accumulating per-point *sums* (loss × batch size, #correct),
+    so that partial results from different ranks can simply be added.
+
+    Per chunk of P points the parameters are built at once, Θ = 1·θ*ᵀ + C D (P×k times k×n,
+    one ``addmm``), and so is the first layer's output on the plane when it is linear in its
+    parameters, Z = 1·z(θ*)ᵀ + C [z(d_1); …; z(d_k)] — the per-point cost of that layer drops from a
+    matmul to an axpy. Points are then evaluated by ``vmap`` over the rows of Θ or by a loop.
+    """
+
+    model: nn.Module
+    loss_fn: Callable
+    data: object
+    batch_size: int | None
+    origin: Params
+    directions: list[Params]
+    coords: torch.Tensor  # (n_points, k)
+    metrics: tuple[str, ...]
+    chunk_size: int | None = None
+    mode: str = "auto"
+    exploit_linearity: bool = True
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __post_init__(self):
+        x0, _ = next(iterate_batches(self.data, self.batch_size, self.device))
+        self.first = _first_linear_layer(self.model, x0) if self.exploit_linearity else None
+        mods = dict(self.model.named_modules())
+        self.first_module = mods[self.first] if self.first is not None else None
+        self.prefix = f"{self.first}." if self.first else ""  # "" when the model is one layer
+        self.first_names = ({self.prefix + n for n, _ in self.first_module.named_parameters()}
+                            if self.first is not None else set())
+        # flat layout of the parameters that are built per point (all but the first layer's)
+        self.names = [n for n in self.origin if n not in self.first_names]
+        self.shapes = [self.origin[n].shape for n in self.names]
+        self.origin_flat = [self.origin[n].reshape(-1) for n in self.names]
+        self.dir_flat = [torch.stack([d[n].reshape(-1) for d in self.directions])
+                         for n in self.names]
+        n_params = sum(t.numel() for t in self.origin.values())
+        act = self._activation_elements(x0[:2]) / 2 * len(x0)
+        if self.mode == "auto":
+            self.mode = "loop" if len(x0) * n_params > _LOOP_THRESHOLD else "vmap"
+        if self.chunk_size is None:
+            if self.mode == "loop":
+                self.chunk_size = 64  # only sets the progress bar's granularity
+            else:  # a chunk's parameters and activations should fit in cache, but not less than
+                # 16 points (per-call overhead); never more than the memory budget allows
+                elem = self.origin_flat[0].element_size() if self.origin_flat else 4
+                by_cache = _CACHE_BUDGET // (elem * (n_params + act))
+                by_memory = _MEMORY_BUDGET // (elem * (n_params + 3 * act))
+                self.chunk_size = int(max(1, min(len(self.coords), by_memory,
+                                                 max(16, by_cache))))
+
+    def _activation_elements(self, x: torch.Tensor) -> int:
+        total = [0]
+        leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
+        hooks = [m.register_forward_hook(
+            lambda mod, i, o: total.__setitem__(0, total[0] + (o.numel() if isinstance(
+                o, torch.Tensor) else 0))) for m in leaves]
+        try:
+            with torch.no_grad():
+                self.model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return max(total[0], 1)
+
+    def _first_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """First-layer output at the origin and along each direction, flattened: (n,), (k, n)."""
+        inp = _input_of(self.model, self.first_module, x)["x"]
+        prefix = self.prefix
+        own = [n[len(prefix):] for n in self.first_names]
+        outs = [functional_call(self.first_module, {n: p[prefix + n] for n in own}, (inp,))
+                for p in (self.origin, *self.directions)]
+        self.first_shape = outs[0].shape
+        return outs[0].reshape(-1), torch.stack([o.reshape(-1) for o in outs[1:]])
+
+    def _batched_params(self, c: torch.Tensor) -> Params:
+        """Θ_p = θ* + Σ_j c_pj d_j for the P points of a chunk: dict of (P, *shape) tensors."""
+        return {n: torch.addmm(o, c, d).view(len(c), *shape) for n, o, d, shape in
+                zip(self.names, self.origin_flat, self.dir_flat, self.shapes)}
+
+    def _metrics(self, params: Params, z, x, y, patch):
+        """Loss and #correct at one point (``params`` unbatched; vmapped over points)."""
+        if patch is not None:
+            patch.value = z.view(self.first_shape)
+        out = functional_call(self.model, params, (x,))
+        loss = self.loss_fn(out, y)
+        if "accuracy" in self.metrics and not y.dtype.is_floating_point and out.dim() == 2:
+            correct = (out.argmax(dim=-1) == y).sum().to(loss.dtype)
+        else:
+            correct = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        return loss, correct
+
+    def _chunk(self, c, x, y, z, patch):
+        if self.mode == "vmap":
+            params = self._batched_params(c)
+            zc = torch.addmm(z[0], c, z[1]) if z is not None else None
+            fn = lambda p, zi: self._metrics(p, zi, x, y, patch)
+            return vmap(fn, in_dims=(0, 0 if zc is not None else None))(params, zc)
+        # loop: write each point's parameters and first-layer output into buffers allocated
+        # once (no allocation per point, and still in cache when the forward pass reads them)
+        if not hasattr(self, "_bufs"):
+            self._bufs = [torch.empty(1, o.numel(), dtype=o.dtype, device=o.device)
+                          for o in self.origin_flat]
+            self._params = {n: b.view(shape) for n, b, shape in
+                            zip(self.names, self._bufs, self.shapes)}
+        zbuf = torch.empty_like(z[0]).view(1, -1) if z is not None else None
+        losses, correct = [], []
+        for i in range(len(c)):
+            ci = c[i:i + 1]
+            for o, d, b in zip(self.origin_flat, self.dir_flat, self._bufs):
+                torch.addmm(o.view(1, -1), ci, d, out=b)
+            if zbuf is not None:
+                torch.addmm(z[0].view(1, -1), ci, z[1], out=zbuf)
+            loss, corr = self._metrics(self._params, zbuf, x, y, patch)
+            losses.append(loss)
+            correct.append(corr)
+        return torch.stack(losses), torch.stack(correct)
+
+    @torch.no_grad()
+    def evaluate(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """Dataset-mean metrics at the grid points ``coords[indices]`` (NaN where non-finite)."""
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        loss_sum = torch.zeros(len(idx), dtype=torch.float64)
+        correct = torch.zeros(len(idx), dtype=torch.float64)
+        n_total, classification = 0, False
+        patch = _PatchedForward(self.first_module) if self.first is not None else None
+        for x, y in iterate_batches(self.data, self.batch_size, self.device):
+            classification = "accuracy" in self.metrics and not y.dtype.is_floating_point
+            z = self._first_outputs(x) if patch is not None else None
+            with patch if patch is not None else _nullcontext():
+                for start in range(0, len(idx), self.chunk_size):
+                    sel = idx[start:start + self.chunk_size]
+                    ls, cs = self._chunk(self.coords[sel], x, y, z, patch)
+                    loss_sum[start:start + len(sel)] += ls.double().cpu() * len(x)
+                    correct[start:start + len(sel)] += cs.double().cpu()
+            n_total += len(x)
+        loss = (loss_sum / max(n_total, 1)).numpy()
+        bad = ~np.isfinite(loss)
+        loss[bad] = np.nan
+        out = {"loss": loss}
+        if classification:
+            acc = (correct / max(n_total, 1)).numpy()
+            acc[bad] = np.nan
+            out["accuracy"] = acc
+        return out
+
+
+def _evaluate_grid(model, loss_fn, data, origin, directions, coords, *, batch_size, metrics,
+                   chunk_size, mode, progress, desc) -> dict[str, np.ndarray]:
+    """Shared driver of :func:`surface_2d` and :func:`interpolate` (eval mode, progress bar)."""
+    for m in metrics:
+        if m not in _METRICS:
+            raise ValueError(f"metrics may contain {_METRICS}, got {m!r}.")
+    if mode not in ("auto", "vmap", "loop"):
+        raise ValueError(f"mode={mode!r} is unknown; choose 'auto', 'vmap' or 'loop'.")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}.")
+    device = model_device(model)
+    was_training = model.training
+    model.eval()
+    try:
+        ev = _GridEvaluator(model, _resolve_loss(loss_fn), data, batch_size, origin, directions,
+                            coords.to(device=device, dtype=next(iter(origin.values())).dtype),
+                            tuple(metrics), chunk_size=chunk_size, mode=mode, device=device)
+        n = len(coords)
+        results: dict[str, list[np.ndarray]] = {}
+        with tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:
+            for start in range(0, n, ev.chunk_size):
+                part = ev.evaluate(range(start, min(n, start + ev.chunk_size)))
+                for k, v in part.items():
+                    results.setdefault(k, []).append(v)
+                bar.update(min(n, start + ev.chunk_size) - start)
+    finally:
+        model.train(was_training)
+    return {k: np.concatenate(v) for k, v in results.items() if k in metrics}
+
+
+# -------------------------------------------------------------------------------- public sweeps
+
+
+@dataclass
+class Surface:
+    """A 2-D loss surface: ``loss[i, j]`` is the loss at ``(x[j], y[i])`` (matplotlib's layout,
+    ``contour(x, y, loss)``); ``metrics`` holds every computed metric with the same layout."""
+
+    x: np.ndarray
+    y: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.metrics["loss"]
+
+    @property
+    def accuracy(self) -> np.ndarray | None:
+        return self.metrics.get("accuracy")
+
+    @property
+    def center_loss(self) -> float:
+        """Loss at the grid point closest to (0, 0)."""
+        return float(self.loss[np.abs(self.y).argmin(), np.abs(self.x).argmin()])
+
+    def level_area(self, threshold: float) -> float:
+        """Fraction of the grid with loss below ``threshold`` (a flatness measure; NaN counts as
+        above)."""
+        with np.errstate(invalid="ignore"):
+            return float(np.mean(np.nan_to_num(self.loss, nan=np.inf) < threshold))
+
+
+def _axis(rng, steps, name) -> np.ndarray:
+    if not (isinstance(rng, Sequence | np.ndarray) and len(rng) == 2 and rng[0] < rng[1]):
+        raise ValueError(f"{name} must be a pair (low, high) with low < high, got {rng!r}.")
+    return np.linspace(float(rng[0]), float(rng[1]), steps)
+
+
+def surface_2d(model: nn.Module, loss_fn, data, d1, d2, *, xrange=(-1.0, 1.0),
+               yrange=(-1.0, 1.0), steps: int = 41, batch_size: int | None = None,
+               metrics: Iterable[str] = ("loss", "accuracy"), center=None,
+               chunk_size: int | None = None, mode: str = "auto",
+               progress: bool = True) -> Surface:
+    r"""The loss on the plane θ* + a·d1 + b·d2 over a ``steps × steps`` grid (Li et al. 2018,
+    arXiv 1712.09913).
+
+    f(a, b) = (1/N) Σ_i ℓ(f(x_i; θ* + a d1 + b d2), y_i), a ∈ ``xrange``, b ∈ ``yrange``;
+    θ* is ``center`` (a model or parameter dict, default the model's own parameters).
+    ``data`` is an (x, y) pair, a dataset or a DataLoader, evaluated in ``batch_size`` batches;
+    the model is put in eval mode for the sweep and restored afterwards, its parameters are
+    never modified. Points are vectorised (``mode="vmap"``) or looped (``"loop"``) in chunks;
+    ``"auto"`` picks by problem size. A non-finite loss is recorded as NaN. Accuracy is returned
+    for integer labels. Returns a :class:`Surface`.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
+    if not isinstance(steps, int | np.integer) or steps < 2:
+        raise ValueError(f"steps must be an integer >= 2 (points per axis), got {steps!r}.")
+    xs, ys = _axis(xrange, steps, "xrange"), _axis(yrange, steps, "yrange")
+    d1 = check_direction(model, d1, "d1")
+    d2 = check_direction(model, d2, "d2")
+    origin = check_direction(model, parameters_of(center if center is not None else model),
+                             "center")
+    gx, gy = np.meshgrid(xs, ys)  # gx[i, j] = xs[j], gy[i, j] = ys[i]
+    coords = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], axis=1))
+    res = _evaluate_grid(model, loss_fn, data, origin, [d1, d2], coords, batch_size=batch_size,
+                         metrics=tuple(metrics), chunk_size=chunk_size, mode=mode,
+                         progress=progress, desc="surface")
+    return Surface(x=xs, y=ys, metrics={k: v.reshape(steps, steps) for k, v in res.items()})
+
+
+@dataclass
+class Interpolation:
+    """A 1-D cut: ``metrics[name][i]`` at ``alphas[i]``."""
+
+    alphas: np.ndarray
+    metrics: dict[str, np.ndarray]
+
+    @property
+    def loss(self) -> np.ndarray:
+        return self.metrics["loss"]
+
+    @property
+    def accuracy(self) -> np.ndarray | None:
+        return self.metrics.get("accuracy")
+
+    def max_increase(self, start: float = 0.0, end: float = 1.0) -> float:
+        """Largest rise of the loss between two points of the path with start ≤ α₁ < α₂ ≤ end:
+        zero for a monotonically decreasing path (Goodfellow et al.'s observation), the height
+        of the worst barrier otherwise."""
+        sel = (self.alphas >= start - 1e-12) & (self.alphas <= end + 1e-12)
+        loss = self.loss[sel]
+        best = np.minimum.accumulate(loss)
+        return float(np.max(loss - best))
+
+
+def interpolate(model: nn.Module, loss_fn, data, *, direction=None, target=None, alphas=None,
+                batch_size: int | None = None, metrics: Iterable[str] = ("loss", "accuracy"),
+                chunk_size: int | None = None, mode: str = "auto",
+                progress: bool = True) -> Interpolation:
+    r"""A 1-D cut of the loss, L(θ₀ + α·d), evaluated at each α in ``alphas``.
+
+    With ``target`` (a model or parameter dict), d = θ_target − θ₀: Goodfellow, Vinyals and Saxe
+    (2015, arXiv 1412.6544) take θ₀ at initialisation and θ_target at the solution (α = 0 is the
+    start, α = 1 the end) and find the path usually monotone. With ``direction`` (e.g.
+    :func:`random_direction` or a Hessian eigenvector) the cut is a straight line through θ₀.
+    Give exactly one. θ₀ is the model's own parameters, which are not modified.
+    """
+    if (direction is None) == (target is None):
+        raise ValueError("give exactly one of direction= (a cut along a direction) or target= "
+                         "(a model or parameter dict to interpolate towards).")
+    origin = parameters_of(model)
+    if target is not None:
+        tgt = check_direction(model, parameters_of(target), "target")
+        d = {n: tgt[n] - origin[n] for n in origin}
+        default = np.linspace(-0.5, 1.5, 41)
+    else:
+        d = check_direction(model, direction, "direction")
+        default = np.linspace(-1.0, 1.0, 41)
+    alphas = default if alphas is None else np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if len(alphas) < 1 or not np.all(np.isfinite(alphas)):
+        raise ValueError("alphas must be a non-empty sequence of finite numbers.")
+    res = _evaluate_grid(model, loss_fn, data, origin, [d], torch.from_numpy(alphas[:, None]),
+                         batch_size=batch_size, metrics=tuple(metrics), chunk_size=chunk_size,
+                         mode=mode, progress=progress, desc="interpolate")
+    return Interpolation(alphas=alphas, metrics=res)
+
+
+def direction_norm(direction: Mapping[str, torch.Tensor]) -> float:
+    """Euclidean norm of a direction over all its tensors."""
+    return _norm(direction)
+
+
+def curvature_map(surface: Surface, metric: str = "loss") -> tuple[np.ndarray, np.ndarray]:
+    r"""Eigenvalues (λ_min, λ_max) of the 2×2 finite-difference Hessian of a surface at every
+    interior grid point (arrays of shape (steps−2, steps−2)), in units of the grid spacing.
+
+    Li et al. (arXiv 1712.09913, §6) map |λ_min/λ_max| of the full Hessian over a surface to show
+    where it is non-convex; this is the same measure restricted to the plotted plane."""
+    z = surface.metrics[metric]
+    hx, hy = surface.x[1] - surface.x[0], surface.y[1] - surface.y[0]
+    zxx = (z[1:-1, 2:] + z[1:-1, :-2] - 2 * z[1:-1, 1:-1]) / hx**2
+    zyy = (z[2:, 1:-1] + z[:-2, 1:-1] - 2 * z[1:-1, 1:-1]) / hy**2
+    zxy = (z[2:, 2:] - z[2:, :-2] - z[:-2, 2:] + z[:-2, :-2]) / (4 * hx * hy)
+    mean, rad = (zxx + zyy) / 2, np.sqrt(((zxx - zyy) / 2) ** 2 + zxy**2)
+    return mean - rad, mean + rad
+
+
+def nonconvexity(surface: Surface, tol: float = 1e-2, metric: str = "loss") -> float:
+    r"""Fraction of interior grid points where the surface is locally non-convex,
+    λ_min < −tol·|λ_max| for the 2×2 finite-difference Hessian (see :func:`curvature_map`).
+
+    ≈ 0 for a convex bowl; Li et al. (arXiv 1712.09913) find deep networks without skip
+    connections dominated by such regions, and residual networks nearly convex around the
+    minimum. NaN points are ignored."""
+    lo, hi = curvature_map(surface, metric)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if not ok.any():
+        return math.nan
+    return float(np.mean(lo[ok] < -tol * np.abs(hi[ok])))
