@@ -39,7 +39,31 @@ def ntk_full_cross():
                          progress=False)
 
 
-ANALYSES = {"ntk_trace": ntk_trace, "ntk_full_cross": ntk_full_cross}
+def surface():
+    from toolkit import landscape
+    x, y = _digits(50)
+    model = _mlp()
+    d1 = landscape.random_direction(model, seed=1)
+    d2 = landscape.random_direction(model, seed=2)
+    s = landscape.surface_2d(model, "ce", (x, y), d1, d2, steps=7, chunk_size=5, progress=False)
+    return {k: torch.from_numpy(v) for k, v in s.metrics.items()}
+
+
+def hessian():
+    from toolkit import hessian as hs
+    x, y = _digits(45)
+    model = _mlp()
+    op = hs.HessianOperator(model, "ce", (x, y), batch_size=8)
+    v = torch.randn(op.numel, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    top = hs.top_eigenvalues(model, "ce", (x, y), k=2, batch_size=8)
+    tr = hs.trace(model, "ce", (x, y), n_samples=6, batch_size=8, progress=False)
+    sharp = hs.sharpness(model, "ce", (x, y), rho=0.05, batch_size=8)
+    return {"hv": op.matvec(v), "top": torch.as_tensor(top.eigenvalues),
+            "trace": torch.tensor(tr.trace), "sharpness": torch.tensor(sharp.sharpness)}
+
+
+ANALYSES = {"ntk_trace": ntk_trace, "ntk_full_cross": ntk_full_cross, "surface": surface,
+            "hessian": hessian}
 
 
 def _register_optional() -> None:

@@ -36,6 +36,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from .utils import as_tensors, iterate_batches, model_device
 
 Params = dict[str, torch.Tensor]
@@ -86,7 +87,7 @@ class HessianOperator:
 
     def __init__(self, model: nn.Module, loss_fn, data, *, batch_size: int | None = None,
                  params: Iterable[str] | None = None, method: str = "auto", check: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, distributed: bool | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
         self.model, self.loss_fn = model, _resolve_loss(loss_fn)
@@ -114,14 +115,22 @@ class HessianOperator:
             raise ValueError(f"method={method!r} is unknown; choose 'auto' or one of {HVP_METHODS}.")
         self.method = method
         self.batch_size = batch_size
+        # Under torchrun every rank holds a contiguous shard of the samples (or every
+        # world-th batch of a DataLoader); the per-shard sums are all-reduced in `_reduce`.
+        self.sharded = dist_utils.is_distributed() if distributed is None else distributed
+        if self.sharded and not isinstance(data, DataLoader):
+            x_all, y_all = as_tensors(data)
+            part = dist_utils.shard_range(len(x_all))
+            data = (x_all[part.start:part.stop], y_all[part.start:part.stop])
         self._data = data
         if isinstance(data, DataLoader):
             self._batches = None  # streamed at every product
         else:
-            self._batches = list(iterate_batches(data, batch_size, self.device))
-            if not self._batches or sum(len(b[0]) for b in self._batches) == 0:
-                raise ValueError("data is empty.")
-        self.n_samples = sum(len(x) for x, _ in self.batches())
+            self._batches = [b for b in iterate_batches(data, batch_size, self.device) if len(b[0])]
+        self.n_samples = int(self._reduce(torch.tensor(
+            [float(sum(len(x) for x, _ in self.batches()))], dtype=torch.float64))[0])
+        if self.n_samples == 0:
+            raise ValueError("data is empty.")
         self.n_hvp = 0
         self._seed = seed
         if check:
@@ -129,9 +138,18 @@ class HessianOperator:
 
     # -- data and flat vectors --------------------------------------------------------------
     def batches(self):
+        """This rank's batches (all batches in a single process)."""
         if self._batches is not None:
             return iter(self._batches)
-        return iterate_batches(self._data, self.batch_size, self.device)
+        stream = iterate_batches(self._data, self.batch_size, self.device)
+        if not self.sharded:
+            return stream
+        r, w = dist_utils.rank(), dist_utils.world_size()
+        return (b for i, b in enumerate(stream) if i % w == r)
+
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum a tensor of per-shard sums over ranks (identity in a single process)."""
+        return dist_utils.all_reduce_sum(t) if self.sharded else t
 
     def flatten(self, d: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Dict ``name -> tensor`` (this operator's parameters) to one flat vector."""
@@ -188,7 +206,7 @@ class HessianOperator:
         for x, y in self.batches():
             total += self.flatten(self.batch_hvp(vd, x, y)) * len(x)
             count += len(x)
-        return total, count
+        return self._reduce(total), self.n_samples if self.sharded else count
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """Hv for a flat vector v (the data-set mean Hessian)."""
@@ -208,6 +226,10 @@ class HessianOperator:
             total += self.flatten(g) * len(x)
             loss_sum += float(loss) * len(x)
             count += len(x)
+        if self.sharded:
+            self._reduce(total)
+            loss_sum, count = self._reduce(torch.tensor([loss_sum, float(count)],
+                                                        dtype=torch.float64)).tolist()
         return total / count, loss_sum / count
 
     def as_linear_operator(self):
@@ -233,6 +255,9 @@ class HessianOperator:
             cols = torch.func.vmap(col, chunk_size=chunk_size)(eye)
             out += cols.T * len(x)
             count += len(x)
+        if self.sharded:
+            self._reduce(out)
+            count = self.n_samples
         self.n_hvp += self.numel
         return out / count
 
@@ -241,7 +266,10 @@ class HessianOperator:
         _check_eval_mode(self.model)
         gen = torch.Generator().manual_seed(self._seed + 12345)
         v = self.unflatten(self.random_vector(gen))
-        x, y = next(self.batches())
+        first = next(self.batches(), None)
+        if first is None:  # this rank's shard is empty (more ranks than samples)
+            return
+        x, y = first
         h1 = self.flatten(self.batch_hvp(v, x, y))
         h2 = self.flatten(self.batch_hvp(v, x, y))
         scale = float(h1.norm()) + float(h2.norm())
@@ -665,6 +693,8 @@ def sharpness(model: nn.Module, loss_fn, data, *, rho: float = 0.05, adaptive: b
         for x, y in op.batches():
             total += float(op._loss(shifted, x, y)) * len(x)
             count += len(x)
+    if op.sharded:
+        total, count = op._reduce(torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
     perturbed = total / count
     return Sharpness(sharpness=perturbed - loss, loss=loss, perturbed_loss=perturbed,
                      grad_norm=gnorm, rho=rho, epsilon=op.unflatten(eps))

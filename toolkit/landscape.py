@@ -33,6 +33,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
+from . import distributed as dist_utils
 from .utils import iterate_batches, model_device
 
 Params = dict[str, torch.Tensor]
@@ -552,8 +553,12 @@ class _GridEvaluator:
 
 
 def _evaluate_grid(model, loss_fn, data, origin, directions, coords, *, batch_size, metrics,
-                   chunk_size, mode, progress, desc) -> dict[str, np.ndarray]:
-    """Shared driver of :func:`surface_2d` and :func:`interpolate` (eval mode, progress bar)."""
+                   chunk_size, mode, progress, desc,
+                   distributed: bool | None = None) -> dict[str, np.ndarray]:
+    """Shared driver of :func:`surface_2d` and :func:`interpolate` (eval mode, progress bar).
+
+    Under torchrun (or ``distributed=True``) each rank evaluates its contiguous share of the grid
+    points and the shares are gathered in order, so every rank returns the whole grid."""
     for m in metrics:
         if m not in _METRICS:
             raise ValueError(f"metrics may contain {_METRICS}, got {m!r}.")
@@ -568,17 +573,26 @@ def _evaluate_grid(model, loss_fn, data, origin, directions, coords, *, batch_si
         ev = _GridEvaluator(model, _resolve_loss(loss_fn), data, batch_size, origin, directions,
                             coords.to(device=device, dtype=next(iter(origin.values())).dtype),
                             tuple(metrics), chunk_size=chunk_size, mode=mode, device=device)
-        n = len(coords)
+        sharded = dist_utils.is_distributed() if distributed is None else distributed
+        mine = dist_utils.shard_range(len(coords)) if sharded else range(len(coords))
         results: dict[str, list[np.ndarray]] = {}
-        with tqdm(total=n, desc=desc, disable=not progress, leave=False) as bar:
-            for start in range(0, n, ev.chunk_size):
-                part = ev.evaluate(range(start, min(n, start + ev.chunk_size)))
+        with tqdm(total=len(mine), desc=desc, leave=False,
+                  disable=not progress or not dist_utils.is_main()) as bar, \
+                dist_utils.oom_hint("chunk_size", max(1, ev.chunk_size // 2)):
+            for start in range(mine.start, mine.stop, ev.chunk_size):
+                stop = min(mine.stop, start + ev.chunk_size)
+                part = ev.evaluate(range(start, stop))
                 for k, v in part.items():
                     results.setdefault(k, []).append(v)
-                bar.update(min(n, start + ev.chunk_size) - start)
+                bar.update(stop - start)
     finally:
         model.train(was_training)
-    return {k: np.concatenate(v) for k, v in results.items() if k in metrics}
+    out = {k: np.concatenate(v) for k, v in results.items() if k in metrics}
+    if sharded:  # gather every rank's share in order (a rank with no points sends an empty one)
+        keys = dist_utils.broadcast_object(sorted(out))  # rank 0 always holds points
+        out = {k: dist_utils.all_gather_cat(torch.from_numpy(
+            out.get(k, np.zeros(0))).double()).numpy() for k in keys}
+    return out
 
 
 # -------------------------------------------------------------------------------- public sweeps
@@ -623,7 +637,7 @@ def surface_2d(model: nn.Module, loss_fn, data, d1, d2, *, xrange=(-1.0, 1.0),
                yrange=(-1.0, 1.0), steps: int = 41, batch_size: int | None = None,
                metrics: Iterable[str] = ("loss", "accuracy"), center=None,
                chunk_size: int | None = None, mode: str = "auto",
-               progress: bool = True) -> Surface:
+               progress: bool = True, distributed: bool | None = None) -> Surface:
     r"""The loss on the plane θ* + a·d1 + b·d2 over a ``steps × steps`` grid (Li et al. 2018,
     arXiv 1712.09913).
 
@@ -633,7 +647,9 @@ def surface_2d(model: nn.Module, loss_fn, data, d1, d2, *, xrange=(-1.0, 1.0),
     the model is put in eval mode for the sweep and restored afterwards, its parameters are
     never modified. Points are vectorised (``mode="vmap"``) or looped (``"loop"``) in chunks;
     ``"auto"`` picks by problem size. A non-finite loss is recorded as NaN. Accuracy is returned
-    for integer labels. Returns a :class:`Surface`.
+    for integer labels. Returns a :class:`Surface`. Under torchrun the grid points are split
+    across ranks and gathered (``distributed=None`` detects it; ``False`` computes everything on
+    each rank), with the same result as one process.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
@@ -648,7 +664,7 @@ def surface_2d(model: nn.Module, loss_fn, data, d1, d2, *, xrange=(-1.0, 1.0),
     coords = torch.from_numpy(np.stack([gx.ravel(), gy.ravel()], axis=1))
     res = _evaluate_grid(model, loss_fn, data, origin, [d1, d2], coords, batch_size=batch_size,
                          metrics=tuple(metrics), chunk_size=chunk_size, mode=mode,
-                         progress=progress, desc="surface")
+                         progress=progress, desc="surface", distributed=distributed)
     return Surface(x=xs, y=ys, metrics={k: v.reshape(steps, steps) for k, v in res.items()})
 
 
