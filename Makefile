@@ -12,6 +12,8 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.toolkit-setup
 PYTEST_ARGS ?=
+# idle OpenMP threads sleep instead of spinning: small toy runs on few cores stay fast
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test lint lab bench clean sync
 

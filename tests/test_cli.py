@@ -186,3 +186,30 @@ def test_registered_presets_map_to_runs_or_refuse_clearly():
                 assert len(tr) == p.extra["n_train"]  # e.g. the terminal-phase subset
             model = cli.build_model(cli.model_spec(p, tr))
             assert model(tr.tensors[0][:3]).shape[0] == 3
+
+
+def test_method_analyses_match_the_library_on_the_same_checkpoint(tmp_path, capsys):
+    """analyze landscape|hessian|ntk write files equal to calling the library on the loaded run."""
+    from toolkit import hessian, landscape, ntk
+    code, _, err = run_cli([*TRAIN, "--epochs", "1", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    common = ["--checkpoint", str(tmp_path), "--device", "cpu", "--n-samples", "64"]
+    for kind in ("landscape", "hessian", "ntk"):
+        code, out, err = run_cli(["analyze", kind, *common, *(["--steps", "5"]
+                                                             if kind == "landscape" else [])],
+                                 capsys)
+        assert code == 0, err
+        assert f"analyze {kind}" in out
+    run = cli.load_run(tmp_path)
+    x, y = run.train_set.tensors
+    x, y = x[:64], y[:64]
+    kernel = torch.load(tmp_path / "ntk.pt", weights_only=True)["kernel"]
+    torch.testing.assert_close(kernel, ntk.empirical_ntk(run.model, x, progress=False))
+    surf = torch.load(tmp_path / "surface.pt", weights_only=True)
+    d1 = landscape.random_direction(run.model, seed=0)
+    d2 = landscape.random_direction(run.model, seed=1)
+    ref = landscape.surface_2d(run.model, "ce", (x, y), d1, d2, steps=5, progress=False)
+    assert surf["loss"].numpy() == pytest.approx(ref.loss, rel=1e-6)
+    top = json.loads((tmp_path / "hessian.json").read_text())["lambda_max"]
+    ref_top = hessian.top_eigenvalues(run.model, "ce", (x, y), k=1).eigenvalues[0]
+    assert top == pytest.approx(ref_top, rel=1e-3)

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import data as data_mod
@@ -381,6 +382,104 @@ def _analyze_eval(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
     if distributed.is_main():
         _write_json(out / "eval.json", result)
     return result
+
+
+def _subset_arguments(parser: argparse.ArgumentParser, n_default: int) -> None:
+    parser.add_argument("--n-samples", type=_positive_int, default=n_default,
+                        help=f"training samples analysed (the first N; default {n_default})")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="batch size of the data passes (default: one batch)")
+
+
+def _train_subset(run: LoadedRun, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = run.train_set.tensors[:2]
+    device = next(run.model.parameters()).device
+    return x[:n].to(device), y[:n].to(device)
+
+
+def _run_loss(run: LoadedRun):
+    fit = run.info.get("fit", {})
+    return train_mod.get_loss(fit.get("loss", "ce"), **(fit.get("loss_kwargs") or {}))
+
+
+def _landscape_arguments(parser: argparse.ArgumentParser) -> None:
+    _subset_arguments(parser, 512)
+    parser.add_argument("--steps", type=_positive_int, default=21,
+                        help="grid points per axis (default 21; the paper uses 51)")
+    parser.add_argument("--span", type=_positive_float, default=1.0,
+                        help="the grid covers [-span, span]^2 in filter-normalised units")
+    parser.add_argument("--direction-seed", type=int, default=0,
+                        help="seed of the two random directions")
+
+
+@analysis("landscape", "filter-normalised 2-D loss surface around the checkpoint -> surface.pt",
+          _landscape_arguments)
+def _analyze_landscape(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
+    from . import landscape
+    if args.steps < 2:
+        raise ValueError("--steps must be at least 2.")
+    d1 = landscape.random_direction(run.model, seed=args.direction_seed)
+    d2 = landscape.random_direction(run.model, seed=args.direction_seed + 1)
+    surf = landscape.surface_2d(run.model, _run_loss(run), _train_subset(run, args.n_samples),
+                                d1, d2, xrange=(-args.span, args.span),
+                                yrange=(-args.span, args.span), steps=args.steps,
+                                batch_size=args.batch_size, progress=distributed.is_main())
+    if distributed.is_main():
+        torch.save({"x": torch.from_numpy(surf.x), "y": torch.from_numpy(surf.y),
+                    **{k: torch.from_numpy(v) for k, v in surf.metrics.items()}},
+                   out / "surface.pt")
+    return {"center_loss": surf.center_loss, "max_loss": float(np.nanmax(surf.loss)),
+            "nan_points": int(np.isnan(surf.loss).sum())}
+
+
+def _hessian_arguments(parser: argparse.ArgumentParser) -> None:
+    _subset_arguments(parser, 512)
+    parser.add_argument("--k", type=_positive_int, default=3, help="top eigenvalues (default 3)")
+    parser.add_argument("--trace-samples", type=_positive_int, default=30,
+                        help="Hutch++ products for the trace estimate (default 30)")
+
+
+@analysis("hessian", "top Hessian eigenvalues and trace of the training loss -> hessian.json",
+          _hessian_arguments)
+def _analyze_hessian(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
+    from . import hessian
+    data = _train_subset(run, args.n_samples)
+    loss = _run_loss(run)
+    top = hessian.top_eigenvalues(run.model, loss, data, k=args.k, batch_size=args.batch_size)
+    tr = hessian.trace(run.model, loss, data, n_samples=max(3, args.trace_samples),
+                       method="hutch++", batch_size=args.batch_size,
+                       progress=distributed.is_main())
+    result = {"lambda_max": float(top.eigenvalues[0]), "trace": float(tr.trace),
+              "trace_stderr": float(tr.stderr)}
+    if distributed.is_main():
+        _write_json(out / "hessian.json", {**result,
+                                           "top_eigenvalues": [float(v) for v in top.eigenvalues],
+                                           "n_samples": len(data[0])})
+    return result
+
+
+def _ntk_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n-samples", type=_positive_int, default=256,
+                        help="training samples in the kernel (default 256)")
+    parser.add_argument("--mode", choices=("trace", "diagonal", "full"), default="trace",
+                        help="output contraction of the kernel (default trace)")
+    parser.add_argument("--chunk-size", type=_positive_int, default=None,
+                        help="inputs per kernel block (default: from a memory budget)")
+
+
+@analysis("ntk", "empirical NTK of the checkpoint on training inputs -> ntk.pt", _ntk_arguments)
+def _analyze_ntk(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
+    from . import ntk
+    x, _ = _train_subset(run, args.n_samples)
+    kernel = ntk.empirical_ntk(run.model, x, mode=args.mode, chunk_size=args.chunk_size,
+                               progress=distributed.is_main())
+    flat = kernel if args.mode == "trace" else kernel.diagonal(dim1=-2, dim2=-1).mean(-1) \
+        if args.mode == "full" else kernel.mean(-1)
+    evals = torch.linalg.eigvalsh(flat.double())
+    if distributed.is_main():
+        torch.save({"kernel": kernel.cpu(), "mode": args.mode}, out / "ntk.pt")
+    return {"n": len(x), "lambda_max": float(evals[-1]), "lambda_min": float(evals[0]),
+            "trace_mean": float(flat.diagonal().mean())}
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ failed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="toy", help="preset passed to each notebook")
     parser.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
+    # Notebook kernels inherit this: idle OpenMP threads sleep instead of spinning, which keeps
+    # small toy computations fast on machines with few cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     paths = [Path(p) for p in args.notebooks] or sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
     if not paths:
         parser.error(f"no notebooks found in {NOTEBOOK_DIR}")

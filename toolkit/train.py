@@ -478,7 +478,7 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         record(epoch + 1)
         last = history[-1]
         bar.set_postfix({k: f"{last[k]:.3g}" for k in ("train_loss", "train_acc", "test_acc")
-                         if k in last})
+                         if k in last}, refresh=False)
         if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             if main:
                 save_checkpoint(ckpt_path, model=model, optimizer=opt, epoch=epoch + 1,
