@@ -62,8 +62,16 @@ def hessian():
             "trace": torch.tensor(tr.trace), "sharpness": torch.tensor(sharp.sharpness)}
 
 
+def collapse():
+    from toolkit import collapse as nc
+    x, y = _digits(83)
+    metrics = nc.collapse_metrics(_mlp(), (x, y), batch_size=16)
+    return {k: torch.tensor(float(v)) for k, v in metrics.as_dict().items()
+            if isinstance(v, float | int) and not isinstance(v, bool)}
+
+
 ANALYSES = {"ntk_trace": ntk_trace, "ntk_full_cross": ntk_full_cross, "surface": surface,
-            "hessian": hessian}
+            "hessian": hessian, "collapse": collapse}
 
 
 def _register_optional() -> None:

@@ -194,10 +194,10 @@ def test_method_analyses_match_the_library_on_the_same_checkpoint(tmp_path, caps
     code, _, err = run_cli([*TRAIN, "--epochs", "1", "--out", str(tmp_path)], capsys)
     assert code == 0, err
     common = ["--checkpoint", str(tmp_path), "--device", "cpu", "--n-samples", "64"]
-    for kind in ("landscape", "hessian", "ntk"):
-        code, out, err = run_cli(["analyze", kind, *common, *(["--steps", "5"]
-                                                             if kind == "landscape" else [])],
-                                 capsys)
+    for kind in ("landscape", "hessian", "ntk", "collapse"):
+        extra = {"landscape": ["--steps", "5"], "collapse": []}.get(kind, [])
+        args = common if kind != "collapse" else common[:4]  # collapse uses the whole split
+        code, out, err = run_cli(["analyze", kind, *args, *extra], capsys)
         assert code == 0, err
         assert f"analyze {kind}" in out
     run = cli.load_run(tmp_path)
@@ -213,3 +213,8 @@ def test_method_analyses_match_the_library_on_the_same_checkpoint(tmp_path, caps
     top = json.loads((tmp_path / "hessian.json").read_text())["lambda_max"]
     ref_top = hessian.top_eigenvalues(run.model, "ce", (x, y), k=1).eigenvalues[0]
     assert top == pytest.approx(ref_top, rel=1e-3)
+    from toolkit import collapse
+    nc = json.loads((tmp_path / "collapse.json").read_text())
+    ref_nc = collapse.nc_metrics(*collapse.extract_features(run.model, run.train_set.tensors),
+                                 weight=run.model.head.weight, bias=run.model.head.bias)
+    assert nc["nc1"] == pytest.approx(ref_nc.nc1, rel=1e-6)

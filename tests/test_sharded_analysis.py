@@ -38,7 +38,7 @@ def test_two_ranks_equal_one_process(sharded, name):
     expected = worker.ANALYSES[name]()
     got = sharded[name]
     if isinstance(expected, dict):
-        assert expected.keys() == got.keys()
+        assert expected and expected.keys() == got.keys()
         for k in expected:
             torch.testing.assert_close(torch.as_tensor(got[k]), torch.as_tensor(expected[k]),
                                        rtol=1e-9, atol=1e-9, equal_nan=True)

@@ -482,6 +482,30 @@ def _analyze_ntk(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
             "trace_mean": float(flat.diagonal().mean())}
 
 
+def _collapse_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", choices=("train", "test"), default="train",
+                        help="which split's features (default train, as Papyan et al.)")
+    parser.add_argument("--batch-size", type=_positive_int, default=512,
+                        help="batch size of the two streaming passes (default 512)")
+
+
+@analysis("collapse", "neural-collapse metrics NC1-NC4 of the penultimate features -> "
+          "collapse.json", _collapse_arguments)
+def _analyze_collapse(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
+    from . import collapse
+    x, y = (run.train_set if args.split == "train" else run.test_set).tensors[:2]
+    if y.dtype.is_floating_point:
+        raise ValueError("analyze collapse needs a classification run (integer labels).")
+    metrics = collapse.collapse_metrics(run.model, (x, y), batch_size=args.batch_size,
+                                        progress=distributed.is_main())
+    values = {k: v for k, v in metrics.as_dict().items()
+              if isinstance(v, float | int) and not isinstance(v, bool)}
+    if distributed.is_main():
+        _write_json(out / "collapse.json", {**values, "split": args.split})
+    return {k: values[k] for k in ("nc1", "etf_error", "self_duality", "ncc_mismatch")
+            if k in values and values[k] is not None}
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     kind = ANALYSES[args.kind]
     device = distributed.init_from_env(args.device)

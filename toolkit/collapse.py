@@ -714,7 +714,8 @@ def layer_inputs(model: nn.Module, data, *, layers=None, include_output: bool = 
 @torch.no_grad()
 def collapse_metrics(model: nn.Module, data, *, layer=None, n_classes: int | None = None,
                      global_mean: str = "class_means", batch_size: int | None = None,
-                     device=None, progress: bool = False) -> CollapseMetrics:
+                     device=None, progress: bool = False,
+                     distributed: bool | None = None) -> CollapseMetrics:
     """NC1-NC4 of a model on ``data`` in two streaming passes (never stores the features).
 
     Features are the inputs of ``layer`` (default the last ``nn.Linear``, whose weight/bias give
@@ -722,14 +723,27 @@ def collapse_metrics(model: nn.Module, data, *, layer=None, n_classes: int | Non
     has C columns. Model in eval mode during the passes (restored after). Equal to
     ``nc_metrics(*extract_features(model, data), weight=..., bias=...)``
     (Papyan, Han & Donoho 2020, arXiv:2008.08186).
+
+    Under torchrun (``distributed=None`` detects it) each rank streams its contiguous shard of
+    the samples and the accumulator's sums are all-reduced after each pass, so every rank returns
+    the metrics of the whole data set (needs at least one sample per rank).
     """
     return _streaming_accumulator(model, data, layer=layer, n_classes=n_classes,
                                   global_mean=global_mean, batch_size=batch_size, device=device,
-                                  progress=progress).compute()
+                                  progress=progress, distributed=distributed).compute()
 
 
 def _streaming_accumulator(model, data, *, layer, n_classes, global_mean, batch_size, device,
-                           progress) -> CollapseAccumulator:
+                           progress, distributed=None) -> CollapseAccumulator:
+    from toolkit import distributed as dist_utils
+    from toolkit.utils import as_tensors
+
+    sharded = dist_utils.is_distributed() if distributed is None else distributed
+    if sharded:
+        x_all, y_all = as_tensors(data)
+        part = dist_utils.shard_range(len(x_all))
+        data = (x_all[part.start:part.stop], y_all[part.start:part.stop])
+        progress = progress and dist_utils.is_main()
     device = _model_device(model, device)
     target = _resolve_layer(model, layer)
     linear = isinstance(target, nn.Linear)
@@ -749,11 +763,16 @@ def _streaming_accumulator(model, data, *, layer, n_classes, global_mean, batch_
                              desc="NC pass 1"):
                 model(x)
                 acc.update_means(cap.pop("h"), y)
+            if sharded:
+                acc.reduce_(dist_utils.all_reduce_sum)
+                acc.end_first_pass()
             for x, y in tqdm(_batches(data, batch_size, device), disable=not progress,
                              desc="NC pass 2"):
                 out = model(x)
                 pred = out.argmax(1) if out.ndim == 2 and out.shape[1] == n_classes else None
                 acc.update_residuals(cap.pop("h"), y, pred)
+            if sharded:
+                acc.reduce_(dist_utils.all_reduce_sum)
     finally:
         cap.close()
     return acc
