@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from .train import get_loss
 from .utils import as_tensors, iterate_batches, model_device
 
 Params = dict[str, torch.Tensor]
@@ -49,14 +50,8 @@ _STOCHASTIC_LAYERS = (_BatchNorm, _DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDr
 
 
 def _resolve_loss(loss_fn) -> Callable:
-    if isinstance(loss_fn, str):
-        from .train import get_loss
-
-        return get_loss(loss_fn)
-    if not callable(loss_fn):
-        raise TypeError("loss_fn must be a callable(outputs, targets) -> scalar mean loss or a "
-                        f"loss name such as 'ce' or 'mse', got {type(loss_fn).__name__}.")
-    return loss_fn
+    """A loss name ('ce', 'mse', ...) or a callable(outputs, targets) -> scalar mean loss."""
+    return get_loss(loss_fn)
 
 
 def _check_eval_mode(model: nn.Module) -> None:

@@ -34,6 +34,7 @@ from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from .train import get_loss
 from .utils import iterate_batches, model_device
 
 Params = dict[str, torch.Tensor]
@@ -62,14 +63,8 @@ def parameters_of(model: nn.Module | Mapping[str, torch.Tensor]) -> Params:
 
 
 def _resolve_loss(loss_fn) -> Callable:
-    if isinstance(loss_fn, str):
-        from .train import get_loss
-
-        return get_loss(loss_fn)
-    if not callable(loss_fn):
-        raise TypeError("loss_fn must be a callable(outputs, targets) -> scalar mean loss or a "
-                        f"loss name such as 'ce' or 'mse', got {type(loss_fn).__name__}.")
-    return loss_fn
+    """A loss name ('ce', 'mse', ...) or a callable(outputs, targets) -> scalar mean loss."""
+    return get_loss(loss_fn)
 
 
 def check_direction(model: nn.Module, direction, name: str = "direction") -> Params:

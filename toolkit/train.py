@@ -83,6 +83,10 @@ def get_loss(name: str | Callable,
     """
     if callable(name):
         return (lambda o, t: name(o, t, **kwargs)) if kwargs else name
+    if not isinstance(name, str):
+        raise TypeError("the loss (loss= / loss_fn=) must be a callable(outputs, targets) -> "
+                        f"scalar mean loss or a name such as 'ce' or 'mse', got "
+                        f"{type(name).__name__}.")
     if name not in LOSSES:
         raise ValueError(f"loss={name!r} is unknown; choose one of {sorted(LOSSES)} "
                          "or pass a callable(outputs, targets).")
