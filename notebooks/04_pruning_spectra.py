@@ -1,0 +1,278 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Pruning and weight spectra
+#
+# Two views of the same trained network:
+#
+# * **Spectra.** Heavy-tailed self-regularisation (Martin & Mahoney 2018, arXiv 1810.01075): the
+#   eigenvalues of $W^\top W$ of a random layer fill the Marchenko–Pastur bulk; training pushes
+#   eigenvalues out of the bulk and grows a power-law tail $p(\lambda)\propto\lambda^{-\alpha}$,
+#   whose exponent $\alpha$ is fitted as in Clauset, Shalizi & Newman (arXiv 0706.1062).
+# * **Pruning as sparsification.** Yao, Yu & Koutis 2023, "Neural Network Pruning as Spectrum
+#   Preserving Process" (arXiv 2307.08982): pruning a layer is matrix sparsification, and a good
+#   sparsifier keeps the spectrum (singular values, top singular subspaces) of $W$.
+#
+# We train a small MLP on the 8×8 digits, read its spectra (`toolkit.spectra`), prune it four ways
+# (`toolkit.pruning`), look for lottery tickets, and tie all of it to accuracy.
+
+# %% tags=["parameters"]
+PRESET = "toy"
+SEED = 0
+DEVICE = "auto"
+
+# %%
+import copy
+
+import toolkit
+from toolkit import data, models, plotting, presets, pruning, spectra, train
+from toolkit.plotting import spectra as spectra_plots
+from toolkit.utils import self_check
+
+preset = presets.get_preset("pruning", PRESET)
+device = toolkit.get_device(DEVICE)
+toolkit.seed_everything(SEED)
+plotting.set_theme()
+
+train_set, test_set = data.load(preset.dataset, seed=SEED)
+in_dim, n_classes = train_set.tensors[0].shape[1], data.n_classes(train_set)
+exclude, scope = preset["exclude"], preset["scope"]
+print(preset)
+print(f"{preset.dataset}: {len(train_set)} train / {len(test_set)} test, device {device}")
+
+# %% [markdown]
+# ## 1. Spectra at initialisation and after training
+#
+# **Claim** (Martin & Mahoney, arXiv 1810.01075). At initialisation a layer's entries are i.i.d.,
+# so the eigenvalues of $W^\top W$ (an $N\times M$ weight, entry variance $\sigma^2$) lie in the
+# Marchenko–Pastur bulk $[\sigma^2(\sqrt N-\sqrt M)^2,\ \sigma^2(\sqrt N+\sqrt M)^2]$. Training
+# correlates the entries: eigenvalues escape above the bulk edge ("spikes") and the tail gets
+# heavier (smaller $\alpha$). The control is the same trained layer with its entries shuffled
+# (`spectra.randomized`): same entry distribution, no learned structure.
+#
+# `spectra.powerlaw_alpha` is the textbook fit: MLE $\hat\alpha = 1 + n/\sum\ln(\lambda_i/x_{\min})$
+# with $x_{\min}$ chosen by minimum Kolmogorov–Smirnov distance, all candidates at once. It equals
+# `powerlaw.Fit(ev, parameter_ranges={"alpha": [1, 50]})`. Careful with the `powerlaw` package's
+# defaults (2.x): its power-law range is $\alpha\in[0, 3]$, so candidates whose best exponent is
+# above 3 are skipped and a thin tail is reported with $\alpha \le 3$.
+
+# %%
+toolkit.seed_everything(SEED)
+model = models.MLP(in_dim, preset.widths, n_classes)
+init = copy.deepcopy(model)
+history = train.fit(model, train_set, test=test_set, epochs=preset.epochs,
+                    batch_size=preset.batch_size, lr=preset.lr, momentum=preset["momentum"],
+                    device=device, seed=SEED)
+dense_acc = history["test_acc"].iloc[-1]
+report_init = spectra.layer_report(init, seed=SEED)
+report = spectra.layer_report(model, seed=SEED)
+columns = ["name", "shape", "alpha", "xmin", "n_tail", "spectral_norm", "stable_rank",
+           "effective_rank", "mp_edge", "n_spikes", "alpha_random", "n_spikes_random"]
+print(f"dense test accuracy {dense_acc:.3f}")
+print("at initialisation:")
+print(report_init[columns].round(3).to_string())
+print("after training:")
+print(report[columns].round(3).to_string())
+
+# %%
+hidden = [name for name, _ in pruning.prunable_layers(model, exclude)]
+fig = spectra_plots.layer_esds({"init": init, "trained": model,
+                                "trained, shuffled": spectra.randomized(model, seed=SEED)},
+                               layers=hidden)
+
+# %% [markdown]
+# The grey curve is the Marchenko–Pastur density of the initial layer: the initial ESD follows it
+# and stops at its edge. The trained ESD reaches far beyond the edge; the shuffled copy of the same
+# trained weights falls back into a bulk. At this toy scale (128-wide layers, a few hundred steps)
+# the spikes are the robust signature; $\alpha$ is fitted on a few dozen eigenvalues and is noisy
+# (compare `alpha` and `alpha_random` above, and see the `full` preset).
+
+# %%
+init_rows = report_init.set_index("name").loc[hidden]
+trained_rows = report.set_index("name").loc[hidden]
+edge_ratio = init_rows["spectral_norm"] / init_rows["mp_edge"]
+self_check(bool(((edge_ratio - 1).abs() < 0.15).all()) and int(init_rows["n_spikes"].sum()) == 0,
+           f"at init every hidden layer's largest eigenvalue sits at the Marchenko-Pastur edge "
+           f"(ratios {edge_ratio.round(2).tolist()}) with no spikes")
+self_check(bool((trained_rows["n_spikes"] > trained_rows["n_spikes_random"]).all()),
+           f"after training every hidden layer has eigenvalues above the bulk edge "
+           f"({trained_rows['n_spikes'].tolist()}) and more than its shuffled copy "
+           f"({trained_rows['n_spikes_random'].tolist()})")
+
+# %% [markdown]
+# ## 2. Pruning 0–95 %: magnitude, random, spectral sampling, structured
+#
+# **Claim** (Yao, Yu & Koutis, arXiv 2307.08982): methods that preserve the weights' spectrum keep
+# the accuracy. We prune copies of the trained model one-shot (no fine-tuning), the same sparsity
+# in every hidden layer, the head left dense — the fair-comparison protocol of Blalock et al.
+# (arXiv 2003.03033):
+#
+# * **magnitude** — zero the smallest $|w_{ij}|$ (the minimum-Frobenius-error mask);
+# * **random** — zero random entries (the control);
+# * **spectral** — keep $w_{ij}$ with probability $\pi_{ij}\propto w_{ij}^2$ (capped at 1) and
+#   rescale it to $w_{ij}/\pi_{ij}$, so $\mathbb E[W_s] = W$ (Achlioptas & McSherry; Drineas &
+#   Zouzias, arXiv 1006.0407);
+# * **structured** — zero whole rows (neurons) of smallest L2 norm.
+#
+# Spectral error: $\|W-W_s\|_2/\|W\|_2$ (`operator`, per layer; `operator_max` is the worst layer).
+
+# %%
+sweep = pruning.sparsity_sweep(model, test_set, amounts=preset["amounts"], scope=scope,
+                               exclude=exclude, seed=SEED)
+print("test accuracy:")
+print(sweep.pivot(index="method", columns="amount", values="acc").round(3).to_string())
+print("relative operator-norm error (mean over layers):")
+print(sweep.pivot(index="method", columns="amount", values="operator").round(3).to_string())
+
+# %%
+fig = spectra_plots.pruning_curves(sweep, error="operator_max", dense_acc=dense_acc)
+
+# %%
+fig = spectra_plots.alpha_curves(sweep)
+
+# %%
+layer = preset["panel_layer"]
+dense_layer = dict(pruning.prunable_layers(model))[layer]
+pruned_layers = {}
+for method in pruning.METHODS:
+    pruned = pruning.prune(copy.deepcopy(model), method=method, amount=0.75, scope=scope,
+                           exclude=exclude, seed=SEED)
+    pruned_layers[f"{method} 75%"] = dict(pruning.prunable_layers(pruned))[layer]
+ax = spectra_plots.singular_values_plot(dense_layer, pruned_layers)
+ax.set_title(f"{layer}: singular values before / after pruning")
+
+# %% [markdown]
+# Reading the figures: magnitude pruning moves the singular values least and keeps the accuracy
+# longest. Random pruning shrinks the whole spectrum ($\mathbb E[W_s] = (1-s)W$) and destroys the
+# top singular directions. Spectral sampling is unbiased, but unbiased is not the same as small:
+# each sampled entry adds variance $\approx 1/c$, so at high sparsity its operator error exceeds
+# even random pruning's. Structured pruning removes rows, so the rank drops and the smallest
+# singular values fall to zero. Across all methods and sparsities, accuracy tracks the spectral
+# error.
+
+# %%
+acc = sweep.pivot(index="amount", columns="method", values="acc")
+err = sweep.pivot(index="amount", columns="method", values="operator")
+rank_corr = sweep[["acc", "operator_max"]].corr(method="spearman").iloc[0, 1]
+self_check(acc.loc[0.5, "magnitude"] >= 0.95 * dense_acc,
+           f"at 50% sparsity magnitude pruning keeps {acc.loc[0.5, 'magnitude']:.3f} >= 95% of the "
+           f"dense accuracy {dense_acc:.3f}")
+nonzero = [a for a in err.index if a > 0]
+self_check(bool((err.loc[nonzero, "random"] > err.loc[nonzero, "magnitude"]).all()),
+           "random pruning's spectral error exceeds magnitude pruning's at every sparsity tried")
+self_check(rank_corr < -0.6,
+           f"accuracy falls as the spectral error grows across all methods and sparsities "
+           f"(Spearman {rank_corr:.2f})")
+
+# %% [markdown]
+# ## 3. Lottery tickets at toy scale
+#
+# **Claim** (Frankle & Carbin 2019, arXiv 1803.03635): iterative magnitude pruning (train, prune
+# the smallest surviving weights, reset the survivors to their *initial* values, retrain) finds
+# sparse subnetworks — winning tickets — that train to good accuracy, while the same mask with a
+# fresh random initialisation does worse. Frankle et al. 2020 (arXiv 1912.05671) rewind to an
+# early-training iterate instead of the initialisation (`rewind_epoch`) to make this work at scale.
+#
+# **Caveat.** The winning property depends on the learning rate: Frankle & Carbin needed small
+# learning rates (or warm-up) for deeper nets, and Liu et al. 2019 (arXiv 1810.05270) find that
+# at a well-tuned, larger learning rate the ticket's initialisation is no better than a random one.
+# We run IMP at a small and a large learning rate.
+
+# %%
+lottery = {}
+for lr in preset["lottery_lrs"]:
+    def model_fn():
+        return models.MLP(in_dim, preset["lottery_widths"], n_classes)
+
+    def train_fn(net, epochs, lr=lr):
+        train.fit(net, train_set, epochs=epochs, batch_size=preset["lottery_batch_size"], lr=lr,
+                  device=device, seed=SEED, progress=False)
+        return train.evaluate(net, test_set)["acc"]
+
+    result = pruning.lottery_ticket(model_fn, train_fn, rounds=preset["lottery_rounds"],
+                                    rate=preset["lottery_rate"], epochs=preset["lottery_epochs"],
+                                    rewind_epoch=preset["rewind_epoch"], exclude=exclude,
+                                    seed=SEED)
+    lottery[f"lr {lr}"] = result.history
+    print(f"lr {lr}")
+    print(result.history.round(3).to_string(index=False))
+fig = spectra_plots.lottery_plot(lottery)
+
+# %%
+small_lr, large_lr = (lottery[f"lr {lr}"].iloc[-1] for lr in preset["lottery_lrs"])
+gap_small = small_lr["ticket"] - small_lr["control"]
+gap_large = large_lr["ticket"] - large_lr["control"]
+self_check(gap_small >= 0.03,
+           f"at {small_lr['sparsity']:.1%} sparsity and the small learning rate the IMP ticket beats "
+           f"the randomly re-initialised mask by {gap_small:.3f}")
+self_check(gap_large < gap_small,
+           f"at the large learning rate the ticket's advantage shrinks ({gap_large:.3f} < "
+           f"{gap_small:.3f}): the winning property depends on the learning rate")
+
+# %% [markdown]
+# ## 4. One slider for sparsity: spectrum, singular values and accuracy together
+#
+# Move the sparsity slider or switch the method: a copy of the trained model is pruned and the
+# ESD of one layer (with its fitted tail), its singular values and the model's accuracy (a star on
+# the sweep's curves) are redrawn together. Run headless, the panel shows its initial state.
+
+# %%
+panel = spectra_plots.sparsity_panel(model, test_set, layer=preset["panel_layer"], sweep=sweep,
+                                     scope=scope, exclude=exclude, seed=SEED, sparsity=0.75)
+panel
+
+# %%
+self_check(panel.n_draws >= 1 and len(panel.figure.axes) == 3,
+           "the panel drew the ESD, the singular values and the accuracy of one pruned model")
+
+# %% [markdown]
+# ## Try it yourself
+#
+# 1. **Layer collapse.** Re-run section 2 with `scope = "global"`. Predict which method breaks first
+#    at 75%, then check `pruning.sparsity(pruned)` layer by layer (global structured pruning can empty
+#    a whole layer; Tanaka et al. 2020, arXiv 2006.05467).
+# 2. **Fine-tuning changes the ranking.** Pass `finetune=lambda m: train.fit(m, train_set, epochs=3,
+#    progress=False)` to `sparsity_sweep`. Which method recovers most (Blalock et al., arXiv 2003.03033)?
+#    For spectral sampling, call `pruning.make_permanent` first (why? read `pruning.prune`'s docstring).
+# 3. **The powerlaw default.** For `ev = spectra.esd(dict(pruning.prunable_layers(init))["features.3"])`
+#    compare `spectra.powerlaw_alpha(ev)` with `spectra.powerlaw_alpha(ev, alpha_range=(0, 3))`
+#    (what `powerlaw.Fit(ev)` does). Which one reports a heavy tail that is not there?
+# 4. **Rewinding.** At the large learning rate, set `rewind_epoch=1` in `lottery_ticket`. Does the
+#    ticket's advantage come back (Frankle et al., arXiv 1912.05671)?
+# 5. **Batch size and heavy tails.** Retrain with `batch_size=8` and then with full-batch GD
+#    (`batch_size=None`). Predict the effect on the number of spikes and on α
+#    (Martin & Mahoney, arXiv 1810.01075, Section 7).
+#
+# ## Read more
+#
+# * C. H. Martin, M. W. Mahoney, *Implicit Self-Regularization in Deep Neural Networks: Evidence
+#   from Random Matrix Theory and Implications for Learning*, arXiv 1810.01075.
+# * A. Clauset, C. R. Shalizi, M. E. J. Newman, *Power-law distributions in empirical data*,
+#   arXiv 0706.1062.
+# * S. Yao, D. Yu, I. Koutis, *Neural Network Pruning as Spectrum Preserving Process*,
+#   arXiv 2307.08982.
+# * P. Drineas, A. Zouzias, *A Note on Element-wise Matrix Sparsification via a Matrix-valued
+#   Bernstein Inequality*, arXiv 1006.0407; D. Achlioptas, F. McSherry, *Fast computation of
+#   low-rank matrix approximations* (STOC 2001, J. ACM 2007).
+# * J. Frankle, M. Carbin, *The Lottery Ticket Hypothesis*, arXiv 1803.03635; J. Frankle,
+#   G. K. Dziugaite, D. M. Roy, M. Carbin, *Linear Mode Connectivity and the Lottery Ticket
+#   Hypothesis*, arXiv 1912.05671.
+# * Z. Liu, M. Sun, T. Zhou, G. Huang, T. Darrell, *Rethinking the Value of Network Pruning*,
+#   arXiv 1810.05270.
+# * D. Blalock, J. J. Gonzalez Ortiz, J. Frankle, J. Guttag, *What is the State of Neural Network
+#   Pruning?*, arXiv 2003.03033.
+# * H. Tanaka, D. Kunin, D. L. K. Yamins, S. Ganguli, *Pruning neural networks without any data by
+#   iteratively conserving synaptic flow*, arXiv 2006.05467.

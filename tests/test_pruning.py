@@ -1,0 +1,348 @@
+"""Tests for toolkit.pruning: exact sparsity, permanence, unbiased spectral sampling, errors,
+spectral errors and the lottery-ticket loop."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from toolkit import pruning
+from toolkit.pruning import make_permanent, prune, sparsity, spectral_error
+from toolkit.spectra import effective_weight
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(),
+                         nn.Linear(16, 5))
+
+
+def _cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3),
+                         nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+
+
+def _zeros(model):
+    return {n: int((effective_weight(m) == 0).sum()) for n, m in pruning.prunable_layers(model)}
+
+
+def _sizes(model):
+    return {n: m.weight.numel() for n, m in pruning.prunable_layers(model)}
+
+
+# ------------------------------------------------------------------------------ exact sparsity
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "spectral"])
+@pytest.mark.parametrize("amount", [0.1, 0.5, 0.93])
+def test_global_pruning_reaches_exact_sparsity(method, amount):
+    model = _mlp()
+    prune(model, method=method, amount=amount, scope="global", seed=1)
+    n = sum(_sizes(model).values())
+    assert sum(_zeros(model).values()) == round(amount * n)
+    assert math.isclose(sparsity(model)["global"], round(amount * n) / n)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "spectral"])
+@pytest.mark.parametrize("model_fn", [_mlp, _cnn])
+def test_layer_pruning_reaches_exact_sparsity_in_every_layer(method, model_fn):
+    model = model_fn()
+    prune(model, method=method, amount=0.6, scope="layer", seed=2)
+    sizes, zeros = _sizes(model), _zeros(model)
+    for name in sizes:
+        assert zeros[name] == round(0.6 * sizes[name]), name
+
+
+def test_magnitude_pruning_removes_the_smallest_weights_globally():
+    model = _mlp()
+    dense = copy.deepcopy(model)
+    prune(model, method="magnitude", amount=0.7)
+    pruned, kept = [], []
+    for (_, m), (_, d) in zip(pruning.prunable_layers(model), pruning.prunable_layers(dense)):
+        mask = m.weight_mask.bool()
+        pruned.append(d.weight[~mask].abs())
+        kept.append(d.weight[mask].abs())
+    assert torch.cat(pruned).max() <= torch.cat(kept).min()
+
+
+def test_structured_layer_pruning_zeroes_whole_rows_of_smallest_norm():
+    model = _cnn()
+    dense = copy.deepcopy(model)
+    prune(model, method="structured", amount=0.5, scope="layer")
+    for (name, m), (_, d) in zip(pruning.prunable_layers(model), pruning.prunable_layers(dense)):
+        rows = effective_weight(m).reshape(m.weight.shape[0], -1)
+        zero_rows = rows.abs().sum(1) == 0
+        assert int(zero_rows.sum()) == round(0.5 * rows.shape[0]), name
+        assert bool(((rows == 0).all(1) | (rows != 0).all(1)).all())  # whole rows only
+        norms = d.weight.reshape(rows.shape[0], -1).norm(dim=1)
+        assert norms[zero_rows].max() <= norms[~zero_rows].min()
+
+
+def test_structured_global_pruning_is_the_smallest_number_of_rows_reaching_the_target():
+    model = _mlp()
+    prune(model, method="structured", amount=0.4, scope="global")
+    n = sum(_sizes(model).values())
+    zeros = sum(_zeros(model).values())
+    assert zeros >= round(0.4 * n)
+    largest_row = max(m.weight.shape[1] for _, m in pruning.prunable_layers(model))
+    assert zeros - largest_row < round(0.4 * n)  # one row fewer would not be enough
+
+
+def test_pruning_again_continues_from_the_current_mask():
+    model = _mlp()
+    prune(model, method="magnitude", amount=0.5)
+    first = {n: m.weight_mask.clone() for n, m in pruning.prunable_layers(model)}
+    prune(model, method="random", amount=0.8, seed=0)
+    n = sum(_sizes(model).values())
+    assert sum(_zeros(model).values()) == round(0.8 * n)
+    for name, m in pruning.prunable_layers(model):
+        assert bool((m.weight_mask[first[name] == 0] == 0).all())  # pruned weights stay pruned
+    with pytest.raises(ValueError, match="already has sparsity"):
+        prune(model, method="magnitude", amount=0.3)
+
+
+def test_random_pruning_depends_only_on_the_seed():
+    masks = []
+    for seed in (5, 5, 6):
+        model = _mlp()
+        prune(model, method="random", amount=0.5, seed=seed)
+        masks.append(torch.cat([m.weight_mask.flatten()
+                                for _, m in pruning.prunable_layers(model)]))
+    assert torch.equal(masks[0], masks[1])
+    assert not torch.equal(masks[0], masks[2])
+
+
+def test_exclude_leaves_layers_dense():
+    model = _mlp()
+    prune(model, method="magnitude", amount=0.5, exclude=("5",))
+    assert not hasattr(model[5], "weight_mask")
+    s = sparsity(model, exclude=("5",))
+    assert math.isclose(s["global"], round(0.5 * (20 * 32 + 32 * 16)) / (20 * 32 + 32 * 16))
+
+
+# ---------------------------------------------------------------------------------- permanence
+
+
+@pytest.mark.parametrize("method", pruning.METHODS)
+def test_make_permanent_keeps_outputs(method):
+    model = _cnn()
+    x = torch.randn(7, 2, 6, 6)
+    prune(model, method=method, amount=0.6, seed=0)
+    before = model(x)
+    make_permanent(model)
+    assert torch.allclose(model(x), before, atol=1e-6)
+    for _, m in pruning.prunable_layers(model):
+        assert isinstance(m.weight, nn.Parameter)
+        assert not hasattr(m, "weight_mask") and not m._forward_pre_hooks
+    assert math.isclose(sparsity(model)["global"],
+                        sum(_zeros(model).values()) / sum(_sizes(model).values()))
+
+
+# ------------------------------------------------------------------------- spectral sampling
+
+
+def test_inclusion_probabilities_sum_to_budget_and_follow_squared_weights():
+    q = torch.tensor([100.0, 4.0, 1.0, 1.0, 0.25, 0.0, 9.0])
+    pi = pruning.inclusion_probabilities(q, 3)
+    assert math.isclose(float(pi.sum()), 3.0, rel_tol=1e-12)
+    assert float(pi.max()) <= 1.0 and float(pi[5]) == 0.0
+    assert float(pi[0]) == 1.0  # far above its share: kept for sure
+    free = (pi < 1) & (q > 0)   # the others are proportional to q
+    ratio = pi[free] / q[free].double()
+    assert torch.allclose(ratio, ratio[0].expand_as(ratio))
+
+
+def test_systematic_sample_has_exact_size_and_inclusion_probabilities():
+    g = torch.Generator().manual_seed(0)
+    q = torch.rand(12, generator=g) ** 3
+    pi = pruning.inclusion_probabilities(q, 5)
+    draws = torch.stack([pruning.systematic_sample(pi, g) for _ in range(4000)]).double()
+    assert bool((draws.sum(1) == 5).all())
+    se = torch.sqrt(pi * (1 - pi) / 4000) + 1e-9
+    assert bool(((draws.mean(0) - pi).abs() <= 5 * se + 1e-3).all())
+
+
+def test_spectral_pruning_is_unbiased():
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Linear(6, 5, bias=False)
+    with torch.no_grad():  # magnitudes in [0.3, 1]: every pi is large enough to be estimated
+        sign = torch.randint(0, 2, (5, 6), generator=g) * 2 - 1
+        layer.weight.copy_(sign * (0.3 + 0.7 * torch.rand(5, 6, generator=g)))
+    w = layer.weight.detach().clone().double()
+    draws = []
+    for seed in range(1500):
+        m = copy.deepcopy(layer)
+        prune(m, method="spectral", amount=0.6, seed=seed)
+        assert int((m.weight == 0).sum()) == round(0.6 * 30)
+        draws.append(effective_weight(m).double())
+    draws = torch.stack(draws)
+    mean, se = draws.mean(0), draws.std(0) / math.sqrt(len(draws))
+    # E[W_s] = W entrywise (without the 1/pi rescaling the mean would be pi * W instead)
+    assert bool(((mean - w).abs() <= 5 * se + 1e-9).all())
+    # and the rescaled survivors are w / pi: never smaller than the original entries
+    kept = draws != 0
+    assert bool((draws.abs()[kept] >= w.abs().expand_as(draws)[kept] - 1e-7).all())
+
+
+def test_spectral_pruning_preserves_spectrum_better_than_random_at_same_sparsity():
+    # low-rank-plus-noise "trained" layer: the top singular value and subspace survive importance
+    # sampling but are shrunk by uniform random pruning (E[W_random] = (1 - s) W)
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(80, 3, generator=g) @ torch.randn(3, 60, generator=g) / 3
+    w += 0.05 * torch.randn(80, 60, generator=g)
+    errors = {}
+    for method in ("spectral", "random"):
+        layer = nn.Linear(60, 80, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        prune(layer, method=method, amount=0.7, seed=0)
+        errors[method] = spectral_error(w, effective_weight(layer), k=3)
+    assert errors["spectral"]["sv_drift_max"] < errors["random"]["sv_drift_max"]
+    assert errors["spectral"]["operator"] < errors["random"]["operator"]
+
+
+# --------------------------------------------------------------------------------- errors
+
+
+def test_spectral_error_closed_forms():
+    w = torch.diag(torch.tensor([3.0, 2.0, 1.0]))
+    same = spectral_error(w, w.clone(), k=2)
+    assert same["operator"] == 0 and same["sv_drift"] == 0 and same["angle"] < 1e-5
+    drop_small = spectral_error(w, torch.diag(torch.tensor([3.0, 2.0, 0.0])), k=2)
+    assert math.isclose(drop_small["operator"], 1 / 3, rel_tol=1e-12)
+    assert math.isclose(drop_small["sv_drift"], 1 / math.sqrt(14), rel_tol=1e-12)
+    assert drop_small["angle"] < 1e-5  # top-2 subspace untouched
+    drop_middle = spectral_error(w, torch.diag(torch.tensor([3.0, 0.0, 1.0])), k=2)
+    assert math.isclose(drop_middle["operator"], 2 / 3, rel_tol=1e-12)
+    assert math.isclose(drop_middle["angle"], 90.0, abs_tol=1e-6)  # e2 replaced by e3
+
+
+def test_spectral_error_inequalities_and_magnitude_optimality():
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(40, 30, generator=g)
+    errs = {}
+    for method in ("magnitude", "random", "spectral"):
+        layer = nn.Linear(30, 40, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        prune(layer, method=method, amount=0.5, seed=0)
+        e = spectral_error(w, effective_weight(layer))
+        assert e["sv_drift_max"] <= e["operator"] + 1e-12  # Weyl
+        assert e["sv_drift"] <= e["frobenius"] + 1e-12     # Mirsky
+        errs[method] = e
+    # zeroing the smallest entries minimises the Frobenius error among masks of that size
+    assert errs["magnitude"]["frobenius"] <= errs["random"]["frobenius"]
+
+
+def test_spectral_errors_per_layer_and_sweep():
+    model = _mlp()
+    pruned = prune(copy.deepcopy(model), method="magnitude", amount=0.5, scope="layer")
+    table = pruning.spectral_errors(model, pruned)
+    assert list(table["name"]) == [n for n, _ in pruning.prunable_layers(model)]
+    assert np.allclose(table["sparsity"], 0.5, atol=0.01)
+    x, y = torch.randn(40, 20), torch.randint(0, 5, (40,))
+    sweep = pruning.sparsity_sweep(model, (x, y), methods=("magnitude", "random"),
+                                   amounts=(0.0, 0.5), progress=False)
+    assert len(sweep) == 4 and {"acc", "operator", "alpha:1"} <= set(sweep.columns)
+    dense_acc = float((model(x).argmax(1) == y).float().mean())
+    assert np.allclose(sweep.loc[sweep["amount"] == 0, "acc"], dense_acc)
+    assert np.allclose(sweep.loc[sweep["amount"] == 0, "operator"], 0)
+
+
+def test_bad_arguments_raise_clear_errors():
+    model = _mlp()
+    for amount in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="amount must be in"):
+            prune(model, amount=amount)
+    with pytest.raises(TypeError, match="amount"):
+        prune(model, amount="half")
+    with pytest.raises(ValueError, match="method="):
+        prune(model, method="lottery", amount=0.5)
+    with pytest.raises(ValueError, match="scope="):
+        prune(model, amount=0.5, scope="row")
+    with pytest.raises(ValueError, match="no prunable layers"):
+        prune(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), amount=0.5)
+    with pytest.raises(TypeError):
+        prune("model", amount=0.5)
+    with pytest.raises(ValueError, match="same shape"):
+        spectral_error(torch.ones(3, 2), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="k must be"):
+        spectral_error(torch.ones(3, 2), torch.ones(3, 2), k=3)
+
+
+# ----------------------------------------------------------------------------- lottery tickets
+
+
+def test_lottery_ticket_schedule_rewinding_and_control():
+    x = torch.randn(64, 20, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+    starts = []  # effective weights of the first layer at the start of each training call
+
+    def model_fn():
+        return _mlp(seed=torch.initial_seed())
+
+    def train_fn(model, epochs):
+        starts.append((effective_weight(model[1]).clone(), epochs))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(epochs):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        return {"acc": float((model(x).argmax(1) == y).float().mean())}
+
+    result = pruning.lottery_ticket(model_fn, train_fn, rounds=3, rate=0.2, rewind_epoch=1,
+                                    epochs=4, progress=False)
+    hist = result.history
+    assert list(hist["round"]) == [0, 1, 2, 3]
+    assert np.allclose(hist["sparsity"], [0, 0.2, 0.36, 0.488], atol=2e-3)
+    assert {"ticket_acc", "control_acc"} <= set(hist.columns)
+    # calls: dense warm-up (1 epoch), dense rest (3), then ticket + control per round (3 each)
+    assert [e for _, e in starts] == [1, 3] + [3, 3] * 3
+    theta_k = starts[1][0]  # the rewinding point: weights after epoch 1
+    for r in range(3):
+        ticket_start, control_start = starts[2 + 2 * r][0], starts[3 + 2 * r][0]
+        alive = ticket_start != 0
+        assert torch.equal(ticket_start[alive], theta_k[alive])   # survivors rewound to theta_k
+        assert torch.equal(control_start != 0, alive)             # same mask ...
+        assert not torch.allclose(control_start[alive], theta_k[alive])  # ... fresh weights
+    masks = list(result.masks.values())
+    total = sum(int(m.sum()) for m in masks)
+    assert total == round((1 - 0.488) * sum(m.numel() for m in masks))
+
+
+def test_lottery_ticket_rejects_bad_arguments():
+    def train_fn(model, epochs):
+        return 0.0
+
+    with pytest.raises(ValueError, match="rate"):
+        pruning.lottery_ticket(_mlp, train_fn, rounds=2, rate=1.2, epochs=2)
+    with pytest.raises(ValueError, match="rewind_epoch"):
+        pruning.lottery_ticket(_mlp, train_fn, rounds=2, rewind_epoch=3, epochs=2)
+    with pytest.raises(ValueError, match="rounds"):
+        pruning.lottery_ticket(_mlp, train_fn, rounds=0, epochs=2)
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def test_pruning_figures_and_headless_panel():
+    from toolkit.plotting import spectra as spectra_plots
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 5))
+    x, y = torch.randn(60, 20), torch.randint(0, 5, (60,))
+    sweep = pruning.sparsity_sweep(model, (x, y), amounts=(0.0, 0.5), progress=False)
+    assert len(spectra_plots.pruning_curves(sweep).axes) == 2
+    assert len(spectra_plots.alpha_curves(sweep).axes) == 2
+    panel = spectra_plots.sparsity_panel(model, (x, y), layer="0", sweep=sweep, sparsity=0.5)
+    assert panel.n_draws == 1 and len(panel.figure.axes) == 3
+    star = [ln for ln in panel.figure.axes[2].get_lines() if ln.get_label() == "this model"][0]
+    assert math.isclose(float(star.get_xdata()[0]), 0.5, abs_tol=1e-3)  # the pruned copy's sparsity
+    panel.controls["method"].value = "random"  # moving a control redraws
+    assert panel.n_draws == 2
+    with pytest.raises(ValueError, match="layer"):
+        spectra_plots.sparsity_panel(model, (x, y), layer="nope")

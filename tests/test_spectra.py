@@ -1,0 +1,313 @@
+"""Tests for toolkit.spectra: ESDs, the power-law fit, Marchenko–Pastur, layer reports."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from toolkit import spectra
+from toolkit.spectra import esd, layer_report, powerlaw_alpha, randomized
+
+# ----------------------------------------------------------------------------------------- esd
+
+
+def test_esd_of_diagonal_matrix_is_squared_diagonal():
+    d = torch.tensor([3.0, -2.0, 0.5, 1.0])
+    ev = esd(torch.diag(d))
+    assert torch.allclose(ev, torch.sort(d.double().square()).values)
+
+
+def test_esd_of_orthogonal_matrix_is_all_ones():
+    q, _ = torch.linalg.qr(torch.randn(20, 20, generator=torch.Generator().manual_seed(0),
+                                       dtype=torch.float64))
+    assert torch.allclose(esd(q), torch.ones(20, dtype=torch.float64), atol=1e-12)
+
+
+def test_esd_of_rank_one_matrix_has_one_nonzero_eigenvalue():
+    g = torch.Generator().manual_seed(1)
+    u, v = torch.randn(7, generator=g, dtype=torch.float64), torch.randn(5, generator=g,
+                                                                         dtype=torch.float64)
+    ev = esd(torch.outer(u, v))
+    assert ev.shape == (5,)
+    assert math.isclose(float(ev[-1]), float(u.square().sum() * v.square().sum()), rel_tol=1e-12)
+    assert float(ev[:-1].abs().max()) < 1e-20 * float(ev[-1]) + 1e-24
+
+
+def test_esd_matches_eigenvalues_of_gram_matrix_and_svdvals():
+    w = torch.randn(30, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    gram = torch.linalg.eigvalsh(w.T @ w)  # an independent route: eigenvalues of W^T W
+    assert torch.allclose(esd(w), gram, rtol=1e-9, atol=1e-9)
+    assert torch.allclose(esd(w), torch.sort(torch.linalg.svdvals(w) ** 2).values)
+
+
+def test_esd_conv_conventions():
+    conv = nn.Conv2d(4, 6, 3)
+    w = conv.weight.detach().double()
+    slices = esd(conv)  # WeightWatcher: one (out, in) matrix per kernel position, pooled
+    expected = torch.cat([torch.linalg.svdvals(w[:, :, i, j]) ** 2
+                          for i in range(3) for j in range(3)])
+    assert slices.shape == (9 * 4,)
+    assert torch.allclose(slices, torch.sort(expected).values)
+    reshaped = esd(conv, conv="reshape")
+    assert reshaped.shape == (6,)
+    assert torch.allclose(reshaped, torch.sort(torch.linalg.svdvals(w.reshape(6, -1)) ** 2).values)
+    # both conventions keep the Frobenius norm: trace(W^T W) = sum of eigenvalues
+    assert math.isclose(float(slices.sum()), float(w.square().sum()), rel_tol=1e-10)
+    assert math.isclose(float(reshaped.sum()), float(w.square().sum()), rel_tol=1e-10)
+
+
+def test_esd_uses_effective_weight_of_pruned_and_ntk_layers():
+    from torch.nn.utils import prune
+
+    from toolkit.models import NTKLinear
+
+    layer = nn.Linear(5, 4)
+    mask = (torch.arange(20).reshape(4, 5) % 3 != 0).float()
+    prune.custom_from_mask(layer, "weight", mask)
+    w = (layer.weight_orig * mask).detach()
+    assert torch.allclose(esd(layer), esd(w))
+    ntk = NTKLinear(8, 3)
+    assert torch.allclose(esd(ntk), esd(ntk.weight.detach() * ntk.weight_scale))
+
+
+def test_esd_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        esd(torch.randn(5))
+    with pytest.raises(ValueError, match="conv="):
+        esd(torch.randn(3, 3, 2, 2), conv="im2col")
+    with pytest.raises(TypeError):
+        esd([[1.0, 2.0]])
+
+
+# --------------------------------------------------------------------------------- power laws
+
+
+def _pareto(alpha, n, xmin=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return xmin * (1 - rng.random(n)) ** (-1.0 / (alpha - 1.0))  # density ∝ x^-alpha, x >= xmin
+
+
+def _brute_force_fit(x):
+    """Independent loop over candidates, written from the textbook definitions."""
+    x = np.sort(x[x > 0])
+    cands = np.unique(x)[:-2]
+    best = None
+    for xmin in cands:
+        tail = x[x >= xmin]
+        m = len(tail)
+        alpha = 1 + m / np.sum(np.log(tail / xmin))
+        values = np.unique(tail)
+        below = np.searchsorted(tail, values, side="left")  # tail samples strictly below
+        ks = np.max(np.abs((1 - (values / xmin) ** (1 - alpha)) - below / m))
+        if best is None or ks < best[2]:
+            best = (alpha, xmin, ks)
+    return best
+
+
+@pytest.mark.parametrize("alpha", [2.0, 2.5, 3.5])
+def test_powerlaw_alpha_recovers_pareto_exponent(alpha):
+    x = _pareto(alpha, 5000, xmin=1.0, seed=int(alpha * 10))
+    fit = powerlaw_alpha(x)
+    assert abs(fit.alpha - alpha) < 0.1
+    assert fit.n_tail > 500
+    assert fit.valid
+
+
+def test_powerlaw_alpha_fixed_xmin_is_the_closed_form_mle():
+    x = _pareto(2.5, 2000, seed=3) * 0.7
+    xmin = float(np.quantile(x, 0.3))
+    tail = x[x >= xmin]
+    expected = 1 + len(tail) / np.sum(np.log(tail / xmin))
+    fit = powerlaw_alpha(x, xmin=xmin)
+    assert math.isclose(fit.alpha, expected, rel_tol=1e-12)
+    assert fit.n_tail == len(tail)
+    assert math.isclose(fit.sigma, (expected - 1) / math.sqrt(len(tail)), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("n", [60, 700])  # 700 distinct values exercises the screened search
+def test_powerlaw_alpha_matches_brute_force_search(n):
+    rng = np.random.default_rng(n)
+    w = rng.standard_t(3, size=(n, n // 2 + 3))
+    ev = np.linalg.svd(w, compute_uv=False) ** 2
+    ev = np.concatenate([ev, _pareto(2.2, n, xmin=float(np.median(ev)), seed=n)])
+    alpha, xmin, ks = _brute_force_fit(ev)
+    for keep in (False, True):
+        fit = powerlaw_alpha(ev, keep_candidates=keep)
+        assert fit.xmin == xmin
+        assert math.isclose(fit.alpha, alpha, rel_tol=1e-9)
+        assert math.isclose(fit.ks, ks, rel_tol=1e-9, abs_tol=1e-12)
+    full = powerlaw_alpha(ev, keep_candidates=True).candidates
+    assert len(full) == len(np.unique(ev)) - 2
+    assert math.isclose(full["ks"].min(), ks, rel_tol=1e-9)
+
+
+def test_powerlaw_alpha_handles_ties_like_empirical_cdf():
+    x = np.repeat(_pareto(2.5, 300, seed=5), 2)  # every value twice
+    alpha, xmin, ks = _brute_force_fit(x)
+    fit = powerlaw_alpha(x)
+    assert fit.xmin == xmin and math.isclose(fit.alpha, alpha, rel_tol=1e-9)
+
+
+def test_powerlaw_alpha_agrees_with_powerlaw_package():
+    powerlaw = pytest.importorskip("powerlaw")
+    import warnings
+
+    rng = np.random.default_rng(7)
+    mats = [rng.standard_t(3, size=(150, 120)),
+            rng.pareto(1.5, size=(160, 100)) * rng.choice([-1, 1], size=(160, 100)),
+            rng.standard_normal((120, 120))]
+    for w in mats:
+        ev = np.linalg.svd(w, compute_uv=False) ** 2
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = powerlaw.Fit(ev, parameter_ranges={"alpha": [1, 50]}, verbose=0)
+            ref_default = powerlaw.Fit(ev, verbose=0)  # 2.x default range: alpha in [0, 3]
+        ours = powerlaw_alpha(ev)
+        assert ours.xmin == ref.xmin
+        assert abs(ours.alpha - ref.alpha) < 1e-6
+        assert abs(ours.ks - ref.D) < 1e-6
+        ours_default = powerlaw_alpha(ev, alpha_range=(0, 3))
+        assert ours_default.xmin == ref_default.xmin
+        assert abs(ours_default.alpha - ref_default.alpha) < 1e-6
+
+
+def test_default_range_caveat_skips_thin_tails():
+    # a Gaussian matrix's ESD has no heavy tail: the best fits have alpha > 3, which the
+    # [0, 3] range forbids, so the restricted search must settle elsewhere, on a worse KS distance
+    ev = esd(torch.randn(200, 200, generator=torch.Generator().manual_seed(0)))
+    wide, narrow = powerlaw_alpha(ev), powerlaw_alpha(ev, alpha_range=(0, 3))
+    assert wide.alpha > 3
+    assert narrow.alpha <= 3
+    assert narrow.ks >= wide.ks
+
+
+def test_powerlaw_alpha_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least 4 distinct"):
+        powerlaw_alpha([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="1-D"):
+        powerlaw_alpha(np.ones((3, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        powerlaw_alpha([1.0, np.nan, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match="xmin"):
+        powerlaw_alpha(_pareto(2.5, 100), xmin=-1.0)
+    with pytest.raises(ValueError, match="alpha_range"):
+        powerlaw_alpha(_pareto(2.5, 100), alpha_range=(3, 1))
+
+
+# ------------------------------------------------------------------------ Marchenko–Pastur
+
+
+def test_marchenko_pastur_edges_and_density_match_a_random_matrix():
+    n_rows, n_cols, sigma = 800, 400, 0.5
+    w = sigma * torch.randn(n_rows, n_cols, generator=torch.Generator().manual_seed(0),
+                            dtype=torch.float64)
+    ev = esd(w).numpy()
+    lo, hi = spectra.marchenko_pastur_edges(n_rows, n_cols, sigma**2)
+    assert abs(ev.max() / hi - 1) < 0.05
+    assert abs(ev.min() / lo - 1) < 0.15
+    grid = np.linspace(lo, hi, 20001)
+    dens = spectra.marchenko_pastur_density(grid, n_rows, n_cols, sigma**2)
+    cdf = np.concatenate([[0], np.cumsum((dens[1:] + dens[:-1]) / 2 * np.diff(grid))])
+    assert abs(cdf[-1] - 1) < 1e-3  # a probability density
+    empirical = np.searchsorted(np.sort(ev), grid, side="right") / len(ev)
+    assert np.max(np.abs(empirical - cdf)) < 0.03  # Kolmogorov distance to the MP law
+
+
+def test_marchenko_pastur_density_is_symmetric_in_shape():
+    x = np.linspace(1, 2000, 50)
+    assert np.allclose(spectra.marchenko_pastur_density(x, 300, 100, 1.0),
+                       spectra.marchenko_pastur_density(x, 100, 300, 1.0))
+
+
+# ------------------------------------------------------------------------------------ reports
+
+
+class _TwoLayer(nn.Module):
+    def __init__(self, w1, w2):
+        super().__init__()
+        self.fc1 = nn.Linear(w1.shape[1], w1.shape[0], bias=False)
+        self.fc2 = nn.Linear(w2.shape[1], w2.shape[0], bias=False)
+        with torch.no_grad():
+            self.fc1.weight.copy_(w1)
+            self.fc2.weight.copy_(w2)
+
+
+def test_layer_report_columns_and_identities():
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(200, 100, generator=g) / 10
+    spike = 3.0 * torch.outer(torch.randn(200, generator=g), torch.randn(100, generator=g)) / 100
+    q, _ = torch.linalg.qr(torch.randn(50, 50, generator=g))
+    model = _TwoLayer(noise + spike, q)
+    report = layer_report(model)
+    assert list(report["name"]) == ["fc1", "fc2"]
+    for col in ("alpha", "xmin", "ks", "spectral_norm", "stable_rank", "frobenius",
+                "effective_rank", "mp_edge", "n_spikes", "n_spikes_random", "alpha_random"):
+        assert col in report
+    w1 = (noise + spike).double()
+    row = report.iloc[0]
+    assert math.isclose(row["spectral_norm"], float(torch.linalg.matrix_norm(w1, 2)) ** 2,
+                        rel_tol=1e-9)
+    assert math.isclose(row["frobenius"], float(w1.square().sum()), rel_tol=1e-9)
+    assert 1 <= row["stable_rank"] <= 100
+    assert row["n_spikes"] >= 1 and row["n_spikes_random"] == 0  # planted spike; shuffled: none
+    orth = report.iloc[1]  # equal singular values: every rank measure is the full dimension
+    assert math.isclose(orth["effective_rank"], 50, rel_tol=1e-6)
+    assert math.isclose(orth["stable_rank"], 50, rel_tol=1e-6)
+
+
+def test_random_layers_have_no_spikes_and_small_heads_get_nan():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 400), nn.ReLU(), nn.Linear(400, 3))
+    report = layer_report(model, randomize=False)
+    assert report.loc[0, "n_spikes"] <= 1  # i.i.d. init: the spectrum stays in the MP bulk
+    assert math.isnan(report.loc[1, "alpha"])  # 3 eigenvalues: no tail fit
+    assert "alpha_random" not in report
+
+
+def test_layer_report_rejects_models_without_layers():
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        layer_report(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match="conv="):
+        layer_report(nn.Linear(3, 3), conv="bad")
+
+
+def test_randomized_permutes_entries_per_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Conv1d(8, 4, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    shuffled = randomized(model, seed=3)
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)  # input untouched
+    for layer in (0, 2):
+        w, ws = model[layer].weight.detach(), shuffled[layer].weight.detach()
+        assert torch.equal(torch.sort(w.flatten()).values, torch.sort(ws.flatten()).values)
+        assert not torch.equal(w, ws)
+    assert torch.equal(model[0].bias, shuffled[0].bias)
+    again = randomized(model, seed=3)
+    assert torch.equal(again[0].weight, shuffled[0].weight)
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def test_esd_plot_draws_the_fitted_power_law_with_slope_minus_alpha():
+    from toolkit.plotting import spectra as spectra_plots
+
+    x = _pareto(2.5, 3000, seed=11)
+    fit = powerlaw_alpha(x)
+    ax = spectra_plots.esd_plot(x, fit=fit, mp=(300, 100, 1.0), label="pareto")
+    tail = [ln for ln in ax.get_lines() if "tail fit" in str(ln.get_label())][0]
+    lx, ly = np.log(tail.get_xdata()), np.log(tail.get_ydata())
+    assert math.isclose((ly[-1] - ly[0]) / (lx[-1] - lx[0]), -fit.alpha, rel_tol=1e-9)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+
+
+def test_layer_esds_has_one_panel_per_layer():
+    from toolkit.plotting import spectra as spectra_plots
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 60), nn.ReLU(), nn.Linear(60, 50))
+    fig = spectra_plots.layer_esds({"a": model, "shuffled": randomized(model)})
+    assert len(fig.axes) == 2

@@ -1,0 +1,612 @@
+r"""Pruning as matrix sparsification: four pruning rules on ``torch.nn.utils.prune``, sparsity
+bookkeeping, spectral errors of the pruned weights, and lottery tickets.
+
+The seed paper, Yao, Yu & Koutis 2023, "Neural Network Pruning as Spectrum Preserving Process"
+(arXiv 2307.08982), argues that pruning a dense or convolutional layer is a matrix sparsification
+problem: a good pruned weight :math:`W_s` keeps the spectrum (singular values and top singular
+subspaces) of :math:`W`. The rules here:
+
+* ``"magnitude"`` — zero the smallest :math:`|w_{ij}|` (the classic baseline);
+* ``"random"`` — zero uniformly random entries (the control every comparison needs, Blalock et
+  al. 2020, arXiv 2003.03033);
+* ``"spectral"`` — element-wise sampling with probability :math:`\propto w_{ij}^2` and rescaling of
+  the kept entries so that :math:`\mathbb E[W_s] = W` (Achlioptas & McSherry, "Fast computation of
+  low-rank matrix approximations", 2001/2007; Drineas & Zouzias, arXiv 1006.0407), the
+  spectrum-preserving sparsifier of random-matrix theory;
+* ``"structured"`` — zero whole output rows / channels with the smallest L2 norm.
+
+Masks are installed with ``torch.nn.utils.prune.custom_from_mask`` (forward pre-hooks computing
+``weight = weight_orig * weight_mask``) and removed with ``prune.remove`` (:func:`make_permanent`).
+They are computed here, not by torch's ``L1Unstructured``/``RandomUnstructured``, so that all four
+rules share one meaning of ``amount`` (the exact final sparsity), compose with earlier masks, and
+take a ``seed``.
+
+Lottery tickets: :func:`lottery_ticket` runs iterative magnitude pruning with rewinding (Frankle
+& Carbin 2019, arXiv 1803.03635; Frankle et al. 2020, arXiv 1912.05671) beside the
+random-reinitialisation control.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+from tqdm.auto import tqdm
+
+from .spectra import effective_weight, esd, powerlaw_alpha, weight_layers
+
+__all__ = ["METHODS", "SCOPES", "prunable_layers", "prune", "sparsity", "make_permanent",
+           "spectral_error", "spectral_errors", "sparsity_sweep", "lottery_ticket",
+           "LotteryResult", "inclusion_probabilities", "systematic_sample"]
+
+METHODS = ("magnitude", "random", "spectral", "structured")
+SCOPES = ("global", "layer")
+
+
+# ------------------------------------------------------------------------------------- layers
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in patterns)
+
+
+def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> list[tuple[str, nn.Module]]:
+    """The ``(name, module)`` pairs :func:`prune` acts on: every ``nn.Linear`` / ``nn.Conv*`` weight,
+    except modules named in ``exclude`` (a name also excludes its submodules, e.g. ``"head"``)."""
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    exclude = tuple(exclude)
+    layers = [(n, m) for n, m in weight_layers(model) if not _matches(n, exclude)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no prunable layers (nn.Linear / nn.Conv) "
+                         f"left after exclude={exclude!r}; pass a model with such layers.")
+    return layers
+
+
+def _is_pruned(module: nn.Module) -> bool:
+    return hasattr(module, "weight_orig") and hasattr(module, "weight_mask")
+
+
+def _install(module: nn.Module, factor: torch.Tensor) -> None:
+    """Multiply the layer's mask by ``factor`` (0 = prune, 1 = keep, 1/π = keep and rescale).
+
+    ``prune.custom_from_mask`` installs the mask and hook on first use; on an already pruned
+    layer it stacks a ``PruningContainer`` whose combined mask is ``old_mask * factor``.
+    """
+    torch_prune.custom_from_mask(module, "weight", factor.to(module.weight.dtype))
+
+
+# ------------------------------------------------------------------------ spectral sampling
+
+
+def inclusion_probabilities(q: torch.Tensor, n_keep: int) -> torch.Tensor:
+    r"""Inclusion probabilities :math:`\pi_i = \min(1, c\,q_i)` with :math:`\sum_i \pi_i = ` ``n_keep``.
+
+    ``q`` are non-negative importances (here :math:`q_i = w_i^2`, the element-wise sampling of
+    Achlioptas & McSherry and Drineas & Zouzias, arXiv 1006.0407). Entries whose proportional share
+    would exceed one are kept with certainty and the rest share the remaining budget
+    ("water-filling"): with :math:`q` sorted decreasingly, :math:`t` saturated entries and
+    :math:`c = (n_{keep}-t) / \sum_{j>t} q_j`, the smallest :math:`t` with :math:`c\,q_{t+1} \le 1`.
+    """
+    n = q.numel()
+    if not 0 <= n_keep <= n:
+        raise ValueError(f"n_keep must be between 0 and {n}, got {n_keep}.")
+    q = q.to(torch.float64).clamp_min(0)
+    n_pos = int((q > 0).sum())
+    if n_keep == 0:
+        return torch.zeros_like(q)
+    if n_keep >= n_pos:  # every nonzero entry is kept; the budget left goes uniformly to zeros
+        pi = (q > 0).to(torch.float64)
+        if n > n_pos:
+            pi[q == 0] = (n_keep - n_pos) / (n - n_pos)
+        return pi
+    qs, order = torch.sort(q, descending=True)
+    tail = torch.flip(torch.cumsum(torch.flip(qs, [0]), 0), [0])   # sum_{j >= t} q_j
+    t = torch.arange(n_keep, dtype=torch.float64)
+    ok = (n_keep - t) * qs[:n_keep] <= tail[:n_keep]
+    t_star = int(torch.nonzero(ok)[0])
+    c = (n_keep - t_star) / float(tail[t_star])
+    pi_sorted = torch.clamp(c * qs, max=1.0)
+    pi_sorted[:t_star] = 1.0
+    pi = torch.empty_like(pi_sorted)
+    pi[order] = pi_sorted
+    return pi
+
+
+def systematic_sample(pi: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""A random subset of exactly :math:`\sum_i \pi_i` entries that contains entry :math:`i` with
+    probability exactly :math:`\pi_i` (boolean mask).
+
+    Randomised systematic sampling (Madow 1949; Hartley & Rao 1962): lay the :math:`\pi_i` end to
+    end in a random order, draw :math:`u \sim U[0, 1)` and keep the entries whose interval contains
+    one of :math:`u, u+1, \dots`. Each interval has length :math:`\pi_i \le 1`, so it is hit with
+    probability :math:`\pi_i`, and exactly :math:`\sum\pi_i` points fall in :math:`[0, \sum\pi_i)`.
+    Independent Bernoulli draws would give the same marginals but a random number of survivors;
+    this gives the exact sparsity that a fair comparison of pruning methods needs.
+    """
+    n = pi.numel()
+    total = float(pi.sum())
+    n_keep = round(total)
+    if abs(total - n_keep) > 1e-6 or bool((pi > 1 + 1e-12).any()) or bool((pi < 0).any()):
+        raise ValueError("pi must lie in [0, 1] and sum to an integer (see inclusion_probabilities).")
+    keep = torch.zeros(n, dtype=torch.bool)
+    certain = pi >= 1.0
+    keep[certain] = True
+    rest = torch.nonzero(~certain & (pi > 0)).flatten()
+    n_rest = n_keep - int(certain.sum())
+    if n_rest > 0:
+        rest = rest[torch.randperm(len(rest), generator=generator)]
+        cum = torch.cumsum(pi[rest].to(torch.float64), 0)
+        cum = cum * (n_rest / float(cum[-1]))  # remove rounding drift: the last edge is n_rest
+        u = float(torch.rand((), generator=generator, dtype=torch.float64))
+        hits = torch.ceil(cum - u) - torch.ceil(torch.cat([cum.new_zeros(1), cum[:-1]]) - u)
+        chosen = rest[hits > 0]
+        if len(chosen) != n_rest:  # floating-point edge case (probability ~1e-16): top up/trim
+            extra = rest[hits <= 0][: max(n_rest - len(chosen), 0)]
+            chosen = torch.cat([chosen, extra])[:n_rest]
+        keep[chosen] = True
+    return keep
+
+
+# ---------------------------------------------------------------------------------- pruning
+
+
+def _check_amount(amount) -> float:
+    if isinstance(amount, bool) or not isinstance(amount, int | float | np.floating | np.integer):
+        raise TypeError(f"amount must be a number in [0, 1) (the target sparsity), got "
+                        f"{type(amount).__name__}.")
+    amount = float(amount)
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"amount must be in [0, 1): the fraction of prunable weights that are "
+                         f"zero afterwards; got {amount}. (amount=1 would remove every weight.)")
+    return amount
+
+
+def _select_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` smallest scores (exactly ``k``, ties broken by position)."""
+    out = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    if k > 0:
+        out[torch.topk(scores, k, largest=False, sorted=False).indices] = True
+    return out
+
+
+def _prune_entries(weights: list[torch.Tensor], k_new: int, method: str,
+                   generator: torch.Generator | None) -> list[torch.Tensor]:
+    """Mask factors (0 / 1 / 1/π) for unstructured pruning of ``k_new`` more entries of a pool of
+    layers; entries that are already zero stay zero and are not counted again."""
+    flat = torch.cat([w.reshape(-1).to(torch.float64).cpu() for w in weights])
+    alive = flat != 0
+    idx = torch.nonzero(alive).flatten()
+    values = flat[idx]
+    factor = torch.zeros_like(flat)
+    if method == "spectral":
+        pi = inclusion_probabilities(values.square(), len(idx) - k_new)
+        keep = systematic_sample(pi, generator)
+        factor[idx[keep]] = 1.0 / pi[keep]
+    else:
+        if method == "magnitude":
+            scores = values.abs()
+        else:  # random
+            scores = torch.rand(len(idx), generator=generator, dtype=torch.float64)
+        drop = _select_smallest(scores, k_new)
+        factor[idx[~drop]] = 1.0
+    out, start = [], 0
+    for w in weights:
+        out.append(factor[start:start + w.numel()].reshape(w.shape).to(w.device))
+        start += w.numel()
+    return out
+
+
+def _prune_rows(weights: list[torch.Tensor], target_zeros: list[int] | int,
+                scope: str) -> list[torch.Tensor]:
+    """Mask factors zeroing whole output rows (dim 0) with the smallest L2 norm.
+
+    ``scope="layer"``: ``target_zeros[l]`` is the number of rows of layer ``l`` that must be zero.
+    ``scope="global"``: rows of all layers are ranked by RMS norm (L2 norm / sqrt(row size), so that
+    layers of different fan-in compare) and zeroed until at least ``target_zeros`` weights are zero.
+    """
+    rows = [w.reshape(w.shape[0], -1).to(torch.float64).cpu() for w in weights]
+    factors = [torch.ones_like(r) for r in rows]
+    if scope == "layer":
+        for r, f, k in zip(rows, factors, target_zeros):
+            norms = r.norm(dim=1)
+            already = int((norms == 0).sum())
+            drop = _select_smallest(norms, max(k, already))
+            f[drop] = 0.0
+    else:
+        rms = torch.cat([r.norm(dim=1) / math.sqrt(r.shape[1]) for r in rows])
+        nonzero_in_row = torch.cat([(r != 0).sum(dim=1) for r in rows])
+        need = target_zeros - sum(int((r == 0).sum()) for r in rows)
+        dropped = rms == 0
+        if need > 0:
+            order = torch.argsort(rms, stable=True)
+            gain = torch.cumsum(nonzero_in_row[order], 0)  # zeros added by dropping rows in order
+            n_rows = int(torch.searchsorted(gain, torch.tensor(need, dtype=gain.dtype))) + 1
+            dropped[order[:n_rows]] = True
+        start = 0
+        for f in factors:
+            f[dropped[start:start + f.shape[0]]] = 0.0
+            start += f.shape[0]
+    return [f.reshape(w.shape).to(w.device) for f, w in zip(factors, weights)]
+
+
+def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
+          scope: str = "global", seed: int | None = None,
+          exclude: Iterable[str] = ()) -> nn.Module:
+    r"""Prune every Linear/Conv weight of ``model`` in place (masks + hooks of ``torch.nn.utils.prune``).
+
+    ``amount`` is the **target sparsity**: afterwards exactly ``round(amount * n)`` of the ``n``
+    prunable weights are zero — over all layers together (``scope="global"``) or in every layer
+    (``scope="layer"``). Pruning an already pruned model continues from its current zeros, so
+    iterating ``amount = 1 - 0.8**r`` gives the lottery-ticket schedule; asking for less sparsity
+    than the model already has is an error. ``exclude`` names modules to leave dense (e.g.
+    ``("head",)``).
+
+    Methods (scores use the effective weight :math:`W`, see :func:`toolkit.spectra.effective_weight`):
+
+    * ``"magnitude"``: zero the smallest :math:`|w_{ij}|`.
+    * ``"random"``: zero uniformly random entries (``seed``).
+    * ``"spectral"``: keep entry :math:`ij` with probability :math:`\pi_{ij} = \min(1, c\,w_{ij}^2)`,
+      :math:`\sum\pi = ` the number kept (:func:`inclusion_probabilities`, sampled with exactly that
+      many survivors by :func:`systematic_sample`), and rescale survivors to :math:`w_{ij}/\pi_{ij}`,
+      so :math:`\mathbb E[W_s] = W`: the sparsifier is an unbiased estimate of the layer, and
+      :math:`\|W_s - W\|_2` is controlled by matrix concentration (Achlioptas & McSherry 2007;
+      Drineas & Zouzias, arXiv 1006.0407) — the "spectrum preserving" view of Yao, Yu & Koutis
+      (arXiv 2307.08982). *Where the rescaling lives*: in the mask, whose kept entries hold
+      :math:`1/\pi_{ij}` instead of 1. The forward hook multiplies ``weight_orig`` by it, so the
+      layer computes with :math:`W_s`; :func:`make_permanent` (``prune.remove``) writes
+      ``weight_orig * weight_mask`` into ``weight``, so the rescaling survives it; and
+      ``weight_orig`` still holds the unpruned trained weights for comparisons and rewinding.
+      Caveats: ``torch.nn.utils.prune``'s own functions treat only mask entries equal to 1 as
+      unpruned, so re-prune such a model with this function (it treats every nonzero weight as
+      alive), and gradients through a rescaled mask are multiplied by :math:`1/\pi`; call
+      :func:`make_permanent` before fine-tuning if plain SGD on :math:`W_s` is wanted.
+    * ``"structured"``: zero whole output rows / channels (``weight[i]``) with the smallest L2
+      norm. Per layer, ``round(amount * rows)`` rows (exact in rows). Globally, rows are ranked by
+      RMS norm and zeroed until at least ``round(amount * n)`` weights are zero (the nearest
+      achievable sparsity at or above ``amount``).
+
+    Returns ``model`` (pruned in place). Compare methods fairly — same sparsity, same layers,
+    several seeds, with and without fine-tuning (Blalock et al. 2020, arXiv 2003.03033).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown; choose one of {METHODS}.")
+    if scope not in SCOPES:
+        raise ValueError(f"scope={scope!r} is unknown; choose one of {SCOPES}.")
+    amount = _check_amount(amount)
+    if seed is not None and (not isinstance(seed, int | np.integer) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
+    generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    layers = prunable_layers(model, exclude)
+    weights = [effective_weight(m) for _, m in layers]
+    sizes = [w.numel() for w in weights]
+    zeros = [int((w == 0).sum()) for w in weights]
+
+    def too_sparse(where, have, n):
+        raise ValueError(f"{where} already has sparsity {have / n:.4f} > amount={amount}; pruning "
+                         "cannot restore weights. Pass amount >= the current sparsity.")
+
+    if method == "structured":
+        if scope == "layer":
+            targets = [round(amount * w.shape[0]) for w in weights]
+            for (name, _), w, k in zip(layers, weights, targets):
+                zero_rows = int((w.reshape(w.shape[0], -1).abs().sum(1) == 0).sum())
+                if zero_rows > k:
+                    too_sparse(f"layer {name!r}", zero_rows, w.shape[0])
+            factors = _prune_rows(weights, targets, "layer")
+        else:
+            target = round(amount * sum(sizes))
+            if sum(zeros) > target:
+                too_sparse("the model", sum(zeros), sum(sizes))
+            factors = _prune_rows(weights, target, "global")
+    elif scope == "layer":
+        factors = []
+        for (name, _), w, n, z in zip(layers, weights, sizes, zeros):
+            k = round(amount * n)
+            if z > k:
+                too_sparse(f"layer {name!r}", z, n)
+            factors += _prune_entries([w], k - z, method, generator)
+    else:
+        k = round(amount * sum(sizes))
+        if sum(zeros) > k:
+            too_sparse("the model", sum(zeros), sum(sizes))
+        factors = _prune_entries(weights, k - sum(zeros), method, generator)
+
+    for (_, module), factor in zip(layers, factors):
+        _install(module, factor)
+    return model
+
+
+def sparsity(model: nn.Module, exclude: Iterable[str] = ()) -> pd.Series:
+    """Fraction of zero weights per prunable layer and over all of them (index ``"global"``).
+
+    Counts zeros of the effective weights, so it reads the same before and after
+    :func:`make_permanent`. ``sparsity(model)["global"]`` is the number to report.
+    """
+    layers = prunable_layers(model, exclude)
+    values, zeros, total = {}, 0, 0
+    for name, module in layers:
+        w = effective_weight(module)
+        z = int((w == 0).sum())
+        values[name] = z / w.numel()
+        zeros, total = zeros + z, total + w.numel()
+    values["global"] = zeros / total
+    return pd.Series(values, name="sparsity")
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Remove the pruning reparametrisation (``prune.remove``): ``weight`` becomes the plain
+    parameter ``weight_orig * weight_mask`` (rescaling included) and the hooks are gone. The
+    model's function is unchanged. Returns ``model``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    for module in model.modules():
+        if _is_pruned(module):
+            torch_prune.remove(module, "weight")
+    return model
+
+
+# --------------------------------------------------------------------------- spectral errors
+
+
+def _as_matrix(w: torch.Tensor, name: str) -> torch.Tensor:
+    if isinstance(w, nn.Module):
+        w = effective_weight(w)
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor or a layer, got {type(w).__name__}.")
+    if w.ndim < 2:
+        raise ValueError(f"{name} must be a weight matrix (>= 2 dims), got shape {tuple(w.shape)}.")
+    return w.detach().reshape(w.shape[0], -1).to(torch.float64).cpu()
+
+
+def _largest_angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest principal angle (degrees) between the column spans of orthonormal ``a`` and ``b``."""
+    cos = torch.linalg.svdvals(a.T @ b).clamp(max=1.0)
+    return math.degrees(math.acos(float(cos.min())))
+
+
+def spectral_error(w: torch.Tensor, w_pruned: torch.Tensor, *, k: int = 5) -> dict:
+    r"""How much of a layer's spectrum survives pruning.
+
+    For :math:`W` and its pruned :math:`W_s` (conv weights are read as ``(out, in·k·k)`` matrices):
+
+    * ``operator``: :math:`\|W - W_s\|_2 / \|W\|_2`, the relative operator-norm error that matrix
+      sparsification bounds (Achlioptas & McSherry 2007; Drineas & Zouzias, arXiv 1006.0407);
+    * ``frobenius``: :math:`\|W - W_s\|_F / \|W\|_F`;
+    * ``sv_drift``: :math:`\|\sigma(W) - \sigma(W_s)\|_2 / \|\sigma(W)\|_2` over the sorted singular
+      values (≤ ``frobenius`` by Mirsky's inequality), and ``sv_drift_max``:
+      :math:`\max_i |\sigma_i(W) - \sigma_i(W_s)| / \sigma_1(W)` (≤ ``operator`` by Weyl's);
+    * ``angle_left`` / ``angle_right``: the largest principal angle (degrees) between the top-``k``
+      left / right singular subspaces of :math:`W` and :math:`W_s`; ``angle`` is the larger.
+
+    Yao, Yu & Koutis (arXiv 2307.08982) read pruning quality off these quantities.
+    """
+    a, b = _as_matrix(w, "w"), _as_matrix(w_pruned, "w_pruned")
+    if a.shape != b.shape:
+        raise ValueError(f"w and w_pruned must have the same shape, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}.")
+    if not isinstance(k, int) or not 1 <= k <= min(a.shape):
+        raise ValueError(f"k must be an integer in [1, {min(a.shape)}], got {k!r}.")
+    ua, sa, vha = torch.linalg.svd(a, full_matrices=False)
+    ub, sb, vhb = torch.linalg.svd(b, full_matrices=False)
+    norm2, normf = float(sa[0]), float(sa.norm())
+    if norm2 == 0:
+        raise ValueError("w is all zeros; its spectrum is empty.")
+    angle_left = _largest_angle(ua[:, :k], ub[:, :k])
+    angle_right = _largest_angle(vha[:k].T, vhb[:k].T)
+    return {
+        "operator": float(torch.linalg.matrix_norm(a - b, ord=2)) / norm2,
+        "frobenius": float(torch.linalg.matrix_norm(a - b)) / normf,
+        "sv_drift": float((sa - sb).norm()) / normf,
+        "sv_drift_max": float((sa - sb).abs().max()) / norm2,
+        "angle_left": angle_left, "angle_right": angle_right,
+        "angle": max(angle_left, angle_right),
+    }
+
+
+def spectral_errors(dense: nn.Module, pruned: nn.Module, *, k: int = 5,
+                    exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """:func:`spectral_error` for every prunable layer of two copies of a model (matched by name),
+    plus each pruned layer's sparsity. One row per layer."""
+    dense_layers = dict(prunable_layers(dense, exclude))
+    rows = []
+    for name, module in prunable_layers(pruned, exclude):
+        if name not in dense_layers:
+            raise ValueError(f"layer {name!r} of the pruned model is not in the dense model; pass "
+                             "two copies of the same architecture.")
+        w, ws = effective_weight(dense_layers[name]), effective_weight(module)
+        kk = min(k, min(w.shape[0], w[0].numel()))
+        rows.append({"name": name, "sparsity": float((ws == 0).float().mean()),
+                     **spectral_error(w, ws, k=kk)})
+    return pd.DataFrame(rows)
+
+
+def _layer_alpha(module: nn.Module) -> float:
+    try:
+        return powerlaw_alpha(esd(module)).alpha
+    except ValueError:
+        return math.nan
+
+
+def sparsity_sweep(model: nn.Module, data, *, methods: Iterable[str] = METHODS,
+                   amounts: Iterable[float] = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95),
+                   scope: str = "global", seed: int = 0, exclude: Iterable[str] = (),
+                   k: int = 5, alphas: bool = True,
+                   finetune: Callable[[nn.Module], object] | None = None,
+                   progress: bool = True) -> pd.DataFrame:
+    """One-shot pruning of copies of a trained ``model`` at each sparsity with each method.
+
+    Returns one row per (method, amount): ``sparsity`` (measured), ``acc`` and ``loss`` on ``data``
+    (:func:`toolkit.train.evaluate`), the mean over layers of the :func:`spectral_error` columns
+    (``operator``, ``frobenius``, ``sv_drift``, ``angle``), the worst layer's operator-norm error
+    ``operator_max`` (a chain of layers is as good as its most damaged one) and, with
+    ``alphas=True``, the power-law exponent of every layer (``alpha:<layer>``).
+    ``finetune(model)`` is called on each pruned copy before evaluation if given (Blalock et al.,
+    arXiv 2003.03033: report both). The input model is not modified.
+    """
+    from .train import evaluate  # the training core sits upstream of the analysis modules
+
+    methods = list(methods)
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"method={m!r} is unknown; choose from {METHODS}.")
+    amounts = [_check_amount(a) for a in amounts]
+    grid = [(m, a) for m in methods for a in amounts]
+    rows = []
+    for method, amount in tqdm(grid, desc="pruning sweep", disable=not progress, leave=False):
+        pruned = copy.deepcopy(model)
+        prune(pruned, method=method, amount=amount, scope=scope, seed=seed, exclude=exclude)
+        if finetune is not None:
+            finetune(pruned)
+        errors = spectral_errors(model, pruned, k=k, exclude=exclude)
+        row = {"method": method, "amount": amount,
+               "sparsity": float(sparsity(pruned, exclude)["global"]),
+               **evaluate(pruned, data),
+               **errors[["operator", "frobenius", "sv_drift", "angle"]].mean().to_dict(),
+               "operator_max": float(errors["operator"].max())}
+        if alphas:
+            for name, module in prunable_layers(pruned, exclude):
+                row[f"alpha:{name}"] = _layer_alpha(module)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- lottery tickets
+
+
+@dataclass
+class LotteryResult:
+    """Output of :func:`lottery_ticket`: ``history`` (one row per round), the final ``masks``
+    (layer name → boolean tensor, True = kept) and the final trained ticket ``model``."""
+
+    history: pd.DataFrame
+    masks: dict = field(default_factory=dict)
+    model: nn.Module | None = None
+
+
+def _snapshot(model: nn.Module) -> dict:
+    """Parameters and buffers by their unpruned names (``weight_orig`` is stored as ``weight``)."""
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("_mask"):
+            continue
+        out[key[:-5] if key.endswith("_orig") else key] = value.detach().clone()
+    return out
+
+
+def _rewind_(model: nn.Module, snapshot: dict) -> None:
+    """Load ``snapshot`` into ``model`` keeping its masks (pruned weights go to ``weight_orig``)."""
+    with torch.no_grad():
+        for key, value in model.state_dict(keep_vars=True).items():
+            if key.endswith("_mask"):
+                continue
+            src = snapshot[key[:-5] if key.endswith("_orig") else key]
+            value.copy_(src.to(value.device))
+        for module in model.modules():
+            if _is_pruned(module):
+                module.weight = module.weight_orig * module.weight_mask
+
+
+def _metrics(result) -> dict:
+    if isinstance(result, Mapping):
+        return {str(k): float(v) for k, v in result.items()}
+    try:
+        return {"": float(result)}
+    except (TypeError, ValueError) as err:
+        raise TypeError("train_fn must return a number (e.g. test accuracy) or a dict of numbers, "
+                        f"got {type(result).__name__}.") from err
+
+
+def _columns(prefix: str, metrics: dict) -> dict:
+    return {(prefix if k == "" else f"{prefix}_{k}"): v for k, v in metrics.items()}
+
+
+def lottery_ticket(model_fn: Callable[[], nn.Module],
+                   train_fn: Callable[[nn.Module, int], object], *, rounds: int,
+                   rate: float = 0.2, rewind_epoch: int = 0, epochs: int,
+                   scope: str = "global", exclude: Iterable[str] = (), control: bool = True,
+                   seed: int = 0, progress: bool = True) -> LotteryResult:
+    r"""Iterative magnitude pruning (IMP) with rewinding, and the random-reinitialisation control.
+
+    Frankle & Carbin 2019 (arXiv 1803.03635): train, prune the smallest-magnitude fraction
+    ``rate`` of the surviving weights, reset the survivors to their initial values
+    :math:`\theta_0`, retrain; repeat. After round :math:`r` the sparsity is
+    :math:`1-(1-\text{rate})^r`. A *winning ticket* trains to the dense accuracy, while the same
+    mask with a fresh random initialisation (the ``control``) does worse. Frankle et al. 2020
+    (arXiv 1912.05671): for larger nets / learning rates, rewind to the weights
+    :math:`\theta_k` of epoch ``rewind_epoch`` = k instead of :math:`\theta_0` (linear mode
+    connectivity makes IMP stable); Frankle & Carbin already note that at larger learning rates
+    resetting to :math:`\theta_0` stops finding winning tickets.
+
+    ``model_fn()`` builds a fresh model (its initialisation is drawn after
+    ``torch.manual_seed(seed)``; the controls after other seeds). ``train_fn(model, epochs)``
+    trains ``model`` in place for ``epochs`` epochs and returns a number (e.g. test accuracy) or a
+    dict of numbers; with ``toolkit.train.fit``::
+
+        def train_fn(model, epochs):
+            hist = toolkit.train.fit(model, train, test=test, epochs=epochs, progress=False)
+            return hist["test_acc"].iloc[-1]
+
+    The dense run trains ``rewind_epoch`` epochs, takes the rewinding snapshot, then trains the
+    remaining ``epochs - rewind_epoch``; every ticket and control trains ``epochs - rewind_epoch``
+    epochs. Pruning is global magnitude pruning over the layers not in ``exclude`` (``scope``).
+
+    Returns a :class:`LotteryResult` whose ``history`` has one row per round (0 = dense):
+    ``round``, ``sparsity``, ``ticket`` (or ``ticket_<key>`` for dict results) and ``control``.
+    """
+    if not callable(model_fn) or not callable(train_fn):
+        raise TypeError("model_fn and train_fn must be callables: model_fn() -> nn.Module, "
+                        "train_fn(model, epochs) -> float | dict.")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
+    if not isinstance(rate, int | float) or not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1) (fraction of surviving weights pruned per "
+                         f"round), got {rate!r}.")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    if not isinstance(rewind_epoch, int) or not 0 <= rewind_epoch < epochs:
+        raise ValueError(f"rewind_epoch must be an integer in [0, epochs={epochs}), got "
+                         f"{rewind_epoch!r}.")
+    if scope not in SCOPES:
+        raise ValueError(f"scope={scope!r} is unknown; choose one of {SCOPES}.")
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+
+    torch.manual_seed(seed)
+    model = model_fn()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model_fn must return an nn.Module, got {type(model).__name__}.")
+    prunable_layers(model, exclude)  # fail early when there is nothing to prune
+    if rewind_epoch > 0:
+        train_fn(model, rewind_epoch)
+    rewind_point = _snapshot(model)
+    dense = _metrics(train_fn(model, epochs - rewind_epoch))
+    history = [{"round": 0, "sparsity": 0.0, **_columns("ticket", dense)}]
+
+    bar = tqdm(range(1, rounds + 1), desc="lottery rounds", disable=not progress, leave=False)
+    for r in bar:
+        target = 1.0 - (1.0 - rate) ** r
+        prune(model, method="magnitude", amount=target, scope=scope, exclude=exclude)
+        _rewind_(model, rewind_point)
+        row = {"round": r, "sparsity": float(sparsity(model, exclude)["global"]),
+               **_columns("ticket", _metrics(train_fn(model, epochs - rewind_epoch)))}
+        if control:
+            torch.manual_seed(seed + 1000 + r)
+            fresh = model_fn()
+            sources = dict(prunable_layers(model, exclude))
+            for name, module in prunable_layers(fresh, exclude):
+                keep = sources[name].weight_mask != 0
+                _install(module, keep.to(device=module.weight.device, dtype=module.weight.dtype))
+            row.update(_columns("control", _metrics(train_fn(fresh, epochs - rewind_epoch))))
+        history.append(row)
+    masks = {name: (m.weight_mask != 0).detach().cpu() for name, m in
+             prunable_layers(model, exclude) if _is_pruned(m)}
+    return LotteryResult(history=pd.DataFrame(history), masks=masks, model=model)
