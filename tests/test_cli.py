@@ -194,9 +194,9 @@ def test_method_analyses_match_the_library_on_the_same_checkpoint(tmp_path, caps
     code, _, err = run_cli([*TRAIN, "--epochs", "1", "--out", str(tmp_path)], capsys)
     assert code == 0, err
     common = ["--checkpoint", str(tmp_path), "--device", "cpu", "--n-samples", "64"]
-    for kind in ("landscape", "hessian", "ntk", "collapse"):
+    for kind in ("landscape", "hessian", "ntk", "collapse", "spectra"):
         extra = {"landscape": ["--steps", "5"], "collapse": []}.get(kind, [])
-        args = common if kind != "collapse" else common[:4]  # collapse uses the whole split
+        args = common if kind not in ("collapse", "spectra") else common[:4]  # no --n-samples
         code, out, err = run_cli(["analyze", kind, *args, *extra], capsys)
         assert code == 0, err
         assert f"analyze {kind}" in out
@@ -218,3 +218,7 @@ def test_method_analyses_match_the_library_on_the_same_checkpoint(tmp_path, caps
     ref_nc = collapse.nc_metrics(*collapse.extract_features(run.model, run.train_set.tensors),
                                  weight=run.model.head.weight, bias=run.model.head.bias)
     assert nc["nc1"] == pytest.approx(ref_nc.nc1, rel=1e-6)
+    from toolkit import spectra
+    table = pd.read_csv(tmp_path / "spectra.csv")
+    ref_table = spectra.layer_report(run.model)
+    assert table["alpha"].tolist() == pytest.approx(ref_table["alpha"].tolist(), rel=1e-9)

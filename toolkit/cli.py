@@ -506,6 +506,26 @@ def _analyze_collapse(run: LoadedRun, args: argparse.Namespace, out: Path) -> di
             if k in values and values[k] is not None}
 
 
+def _spectra_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conv", choices=("slices", "reshape"), default="slices",
+                        help="conv weights: pool the k×k slices' spectra (WeightWatcher) or "
+                             "reshape to (out, in·k·k) (default slices)")
+    parser.add_argument("--no-randomized", action="store_true",
+                        help="skip the shuffled-weights control columns")
+
+
+@analysis("spectra", "per-layer eigenvalue spectra: power-law alpha, spikes, ranks -> spectra.csv",
+          _spectra_arguments)
+def _analyze_spectra(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
+    from . import spectra
+    report = spectra.layer_report(run.model, conv=args.conv, randomize=not args.no_randomized,
+                                  progress=distributed.is_main())
+    if distributed.is_main():
+        report.to_csv(out / "spectra.csv", index=False)
+    return {"layers": len(report), "mean_alpha": float(report["alpha"].mean()),
+            "spikes": int(report["n_spikes"].sum())}
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     kind = ANALYSES[args.kind]
     device = distributed.init_from_env(args.device)
