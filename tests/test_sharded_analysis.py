@@ -6,16 +6,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_distributed import torchrun
-
 HERE = Path(__file__).resolve().parent
 
 
-def _worker():
-    spec = importlib.util.spec_from_file_location("_shard_worker", HERE / "_shard_worker.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _worker():
+    return _load("_shard_worker")
+
+
+def torchrun(*args, **kwargs):
+    return _load("test_distributed").torchrun(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
