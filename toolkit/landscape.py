@@ -593,13 +593,9 @@ def _evaluate_grid(model, loss_fn, data, origin, directions, coords, *, batch_si
 # -------------------------------------------------------------------------------- public sweeps
 
 
-@dataclass
-class Surface:
-    """A 2-D loss surface: ``loss[i, j]`` is the loss at ``(x[j], y[i])`` (matplotlib's layout,
-    ``contour(x, y, loss)``); ``metrics`` holds every computed metric with the same layout."""
+class _MetricsView:
+    """``.loss`` and ``.accuracy`` shortcuts into a result's ``metrics`` dict."""
 
-    x: np.ndarray
-    y: np.ndarray
     metrics: dict[str, np.ndarray]
 
     @property
@@ -609,6 +605,16 @@ class Surface:
     @property
     def accuracy(self) -> np.ndarray | None:
         return self.metrics.get("accuracy")
+
+
+@dataclass
+class Surface(_MetricsView):
+    """A 2-D loss surface: ``loss[i, j]`` is the loss at ``(x[j], y[i])`` (matplotlib's layout,
+    ``contour(x, y, loss)``); ``metrics`` holds every computed metric with the same layout."""
+
+    x: np.ndarray
+    y: np.ndarray
+    metrics: dict[str, np.ndarray]
 
     @property
     def center_loss(self) -> float:
@@ -664,19 +670,11 @@ def surface_2d(model: nn.Module, loss_fn, data, d1, d2, *, xrange=(-1.0, 1.0),
 
 
 @dataclass
-class Interpolation:
+class Interpolation(_MetricsView):
     """A 1-D cut: ``metrics[name][i]`` at ``alphas[i]``."""
 
     alphas: np.ndarray
     metrics: dict[str, np.ndarray]
-
-    @property
-    def loss(self) -> np.ndarray:
-        return self.metrics["loss"]
-
-    @property
-    def accuracy(self) -> np.ndarray | None:
-        return self.metrics.get("accuracy")
 
     def max_increase(self, start: float = 0.0, end: float = 1.0) -> float:
         """Largest rise of the loss between two points of the path with start ≤ α₁ < α₂ ≤ end:
