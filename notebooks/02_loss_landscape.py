@@ -157,13 +157,9 @@ fig = lplot.compare_contours(scale_surfaces, width=3.2)
 
 
 # %%
-def rel_diff(a, b):
-    return float(np.max(np.abs(a.loss - b.loss)) / np.max(np.abs(a.loss)))
-
-
 keys = list(scale_surfaces)
-filter_diff = rel_diff(scale_surfaces[keys[0]], scale_surfaces[keys[1]])
-none_diff = rel_diff(scale_surfaces[keys[2]], scale_surfaces[keys[3]])
+filter_diff = landscape.relative_difference(scale_surfaces[keys[0]], scale_surfaces[keys[1]])
+none_diff = landscape.relative_difference(scale_surfaces[keys[2]], scale_surfaces[keys[3]])
 print(f"max relative difference: filter-normalised {filter_diff:.1e}, unnormalised {none_diff:.2f}")
 self_check(same_function and filter_diff < 1e-3 and none_diff > 0.1,
            "filter-normalised surfaces are invariant to a function-preserving rescaling, "
@@ -355,13 +351,8 @@ tables["SGD"]
 
 
 # %%
-def tail_head(table):
-    small = table["n_samples"] < table["n_samples"].max()
-    return table[small]["lambda_min"].mean(), table[~small]["lambda_min"].mean()
-
-
-sgd_tail, sgd_head = tail_head(tables["SGD"])
-sam_tail, _ = tail_head(tables["SAM"])
+sgd_tail, sgd_head = hessian.minority_majority(tables["SGD"])
+sam_tail, _ = hessian.minority_majority(tables["SAM"])
 print(f"mean λ_min — SGD: minority {sgd_tail:.4f}, majority {sgd_head:.4f}; SAM minority {sam_tail:.4f}")
 self_check(sgd_tail < 5 * sgd_head < 0 and sam_tail > sgd_tail,
            "minority classes have much more negative curvature (saddles), and SAM reduces it")

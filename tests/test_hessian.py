@@ -288,3 +288,13 @@ def test_lambda_max_tracker_in_fit_reports_the_top_eigenvalue():
     assert "lambda_max" in hist.columns and hist["lambda_max"].notna().all()
     exact = torch.linalg.eigvalsh(_exact_hessian(model.eval(), F.cross_entropy, x, y)).max()
     assert hist["lambda_max"].iloc[-1] == pytest.approx(float(exact), rel=1e-3)
+
+
+def test_minority_majority_splits_by_class_size():
+    import pandas as pd
+    table = pd.DataFrame({"class": [0, 1, 2, 3], "n_samples": [50, 50, 10, 5],
+                          "lambda_min": [-0.01, -0.03, -0.2, -0.4]})
+    minority, majority = hessian.minority_majority(table)
+    assert minority == pytest.approx(-0.3) and majority == pytest.approx(-0.02)
+    with pytest.raises(ValueError, match="no minority"):
+        hessian.minority_majority(table.assign(n_samples=50))

@@ -300,3 +300,14 @@ def test_contour_draws_the_trajectory_it_is_given():
     ax = lplot.contour(surf, trajectory=traj)
     line = next(ln for ln in ax.get_lines() if ln.get_label() == "trajectory")
     np.testing.assert_allclose(np.c_[line.get_xdata(), line.get_ydata()], traj)
+
+
+def test_relative_difference_of_surfaces():
+    from toolkit.landscape import Surface, relative_difference
+    grid = np.zeros(3)
+    a = Surface(grid, grid, {"loss": np.array([[1.0, 2.0], [4.0, 3.0]])})
+    b = Surface(grid, grid, {"loss": np.array([[1.0, 2.5], [4.0, 2.0]])})
+    assert relative_difference(a, a) == 0.0
+    assert relative_difference(a, b) == pytest.approx(1.0 / 4.0)  # max |a-b| = 1, max |a| = 4
+    with pytest.raises(ValueError, match="different grids"):
+        relative_difference(a, Surface(grid, grid, {"loss": np.zeros((3, 3))}))

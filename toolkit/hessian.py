@@ -650,6 +650,18 @@ def class_hessian(model: nn.Module, loss_fn, data, *, classes: Iterable[int] | N
 # ---------------------------------------------------------------------------------- sharpness
 
 
+
+def minority_majority(table: pd.DataFrame, column: str = "lambda_min") -> tuple[float, float]:
+    """(mean over minority classes, mean over majority classes) of a :func:`class_hessian` column.
+
+    Majority classes are those with the largest ``n_samples``; every smaller class is a minority
+    class (Rangwani et al. 2022, arXiv 2212.13827: minority classes sit at saddle points, i.e.
+    their class loss has markedly negative ``lambda_min``)."""
+    small = table["n_samples"] < table["n_samples"].max()
+    if not small.any():
+        raise ValueError("all classes have the same size: there is no minority class.")
+    return float(table.loc[small, column].mean()), float(table.loc[~small, column].mean())
+
 @dataclass
 class Sharpness:
     """Worst-case loss increase in a ρ-ball (first order): ``sharpness`` = ``perturbed_loss`` −

@@ -723,6 +723,17 @@ def direction_norm(direction: Mapping[str, torch.Tensor]) -> float:
     return _norm(direction)
 
 
+
+def relative_difference(a: Surface, b: Surface, metric: str = "loss") -> float:
+    """max |a − b| / max |a| of a metric over two surfaces on the same grid (0 = identical).
+
+    Used to show that filter-normalised surfaces are invariant to a function-preserving rescaling
+    of the weights while unnormalised ones are not (Li et al. 2018, arXiv 1712.09913, §4)."""
+    va, vb = a.metrics[metric], b.metrics[metric]
+    if va.shape != vb.shape:
+        raise ValueError(f"surfaces have different grids: {va.shape} vs {vb.shape}.")
+    return float(np.nanmax(np.abs(va - vb)) / np.nanmax(np.abs(va)))
+
 def curvature_map(surface: Surface, metric: str = "loss") -> tuple[np.ndarray, np.ndarray]:
     r"""Eigenvalues (λ_min, λ_max) of the 2×2 finite-difference Hessian of a surface at every
     interior grid point (arrays of shape (steps−2, steps−2)), in units of the grid spacing.
