@@ -222,3 +222,19 @@ def test_method_analyses_match_the_library_on_the_same_checkpoint(tmp_path, caps
     table = pd.read_csv(tmp_path / "spectra.csv")
     ref_table = spectra.layer_report(run.model)
     assert table["alpha"].tolist() == pytest.approx(ref_table["alpha"].tolist(), rel=1e-9)
+
+
+def test_analyze_ntk_summary_is_the_same_in_every_mode(tmp_path, capsys):
+    """The summary eigenvalues use the trace kernel whatever --mode stored."""
+    import re
+    code, _, err = run_cli([*TRAIN, "--epochs", "1", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    summaries = {}
+    for mode in ("trace", "diagonal", "full"):
+        code, out, err = run_cli(["analyze", "ntk", "--checkpoint", str(tmp_path), "--device", "cpu",
+                                  "--n-samples", "16", "--mode", mode], capsys)
+        assert code == 0, err
+        summaries[mode] = float(re.search(r"lambda_max ([0-9.e+-]+)", out).group(1))
+        assert torch.load(tmp_path / "ntk.pt", weights_only=True)["mode"] == mode
+    assert summaries["diagonal"] == pytest.approx(summaries["trace"], rel=1e-3)
+    assert summaries["full"] == pytest.approx(summaries["trace"], rel=1e-3)

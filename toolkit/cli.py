@@ -358,7 +358,7 @@ def analysis(name: str, help: str,
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("train", "test", "both"), default="both",
                         help="which split(s) to evaluate (default: both)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
                         help="evaluation batch size (default: the run's training batch size)")
 
 
@@ -366,8 +366,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 def _analyze_eval(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
     fit = run.info.get("fit", {})
     batch_size = args.batch_size if args.batch_size is not None else fit.get("batch_size")
-    loss, loss_kwargs = fit.get("loss", "ce"), fit.get("loss_kwargs")
-    loss_fn = train_mod.get_loss(loss, **(loss_kwargs or {}))
+    loss_fn = _run_loss(run)
     device = next(run.model.parameters()).device
     splits = ("train", "test") if args.split == "both" else (args.split,)
     result = {"checkpoint_epoch": int(run.checkpoint["epoch"])}
@@ -473,8 +472,13 @@ def _analyze_ntk(run: LoadedRun, args: argparse.Namespace, out: Path) -> dict:
     x, _ = _train_subset(run, args.n_samples)
     kernel = ntk.empirical_ntk(run.model, x, mode=args.mode, chunk_size=args.chunk_size,
                                progress=distributed.is_main())
-    flat = kernel if args.mode == "trace" else kernel.diagonal(dim1=-2, dim2=-1).mean(-1) \
-        if args.mode == "full" else kernel.mean(-1)
+    # the (N, N) trace kernel: mean over outputs of the per-output kernels
+    if args.mode == "full":
+        flat = kernel.diagonal(dim1=-2, dim2=-1).mean(-1)
+    elif args.mode == "diagonal":
+        flat = kernel.mean(-1)
+    else:
+        flat = kernel
     evals = torch.linalg.eigvalsh(flat.double())
     if distributed.is_main():
         torch.save({"kernel": kernel.cpu(), "mode": args.mode}, out / "ntk.pt")
