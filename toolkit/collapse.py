@@ -602,11 +602,9 @@ def _resolve_layer(model: nn.Module, layer) -> nn.Module:
 
 
 def _model_device(model: nn.Module, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
+    from toolkit.utils import model_device
+
+    return torch.device(device) if device is not None else model_device(model)
 
 
 def _batches(data, batch_size, device):

@@ -165,12 +165,14 @@ def load_vision(name: str, root: str | os.PathLike | None = None, *, download: b
                           f"build that matches it ({err}).") from err
     cls = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
            "cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[key]
+    def images(split):  # (N, C, H, W) floats in [0, 1]
+        x = torch.as_tensor(np.asarray(split.data), dtype=torch.float32) / 255.0
+        return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+
     ds = cls(str(folder), train=train, download=download)
-    x = torch.as_tensor(np.asarray(ds.data), dtype=torch.float32) / 255.0
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    ref = cls(str(folder), train=True, download=False)
-    ref_x = torch.as_tensor(np.asarray(ref.data), dtype=torch.float32) / 255.0
-    ref_x = ref_x.unsqueeze(1) if ref_x.ndim == 3 else ref_x.permute(0, 3, 1, 2)
+    x = images(ds)
+    # normalise with the training split's statistics, also for the test split
+    ref_x = x if train else images(cls(str(folder), train=True, download=download))
     mean = ref_x.mean(dim=(0, 2, 3), keepdim=True)
     std = ref_x.std(dim=(0, 2, 3), keepdim=True)
     y = torch.as_tensor(np.asarray(ds.targets)).long()

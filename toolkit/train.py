@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
@@ -284,8 +283,6 @@ def _restore(ckpt: dict, path: Path, model, optimizer, generator, config) -> Non
 def _check_data(name: str, data) -> tuple[torch.Tensor, torch.Tensor]:
     if data is None:
         raise ValueError(f"{name} data is missing.")
-    if not isinstance(data, TensorDataset | tuple | list):
-        data = as_tensors(data)
     x, y = as_tensors(data)
     if len(x) == 0:
         raise ValueError(f"{name} data is empty.")
