@@ -86,8 +86,12 @@ METHODS = ("reference", "nc_metrics", "accumulator", "reference_no_w", "nc_metri
 def _methods(args):
     """Loads the data and returns {name: zero-argument callable returning a metrics dict}."""
     import torch
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     torch.set_num_threads(args.threads)
+    # NumPy's BLAS read OPENBLAS_NUM_THREADS when numpy was imported (before main() set it), so
+    # limit it here too: otherwise the reference would run on more threads than the toolkit
+    threadpool_limits(limits=args.threads, user_api="blas")
     from toolkit import collapse
 
     feats, labels, weight, bias = make_data(args.n, args.d, args.c)

@@ -24,8 +24,9 @@ Conventions (every function in this module uses them; they are the ones of Papya
   ``h_i - mu_{y_i}``, ``Tr(Sigma_W Sigma_B^+) = (C/N) ||R M^+||_F^2``: only the projection of the
   residuals on the (rank <= C-1) span of the class means matters. We compute ``M^+`` from a thin
   SVD of M (never from the squared, worse-conditioned Sigma_B), drop singular values below
-  ``rtol * s_max`` with ``rtol = max(C, d) * eps`` (the null direction created by centring is
-  numerical noise of size ~eps), and never form the d x d matrix Sigma_W. Cost O(N d C) instead
+  ``rtol * max(s_max, ||[mu_1 ... mu_C]||_F)`` with ``rtol = max(C, d) * eps`` (the null
+  direction created by centring is rounding noise of size ~eps times the *uncentred* means, which
+  dominates for features far from the origin), and never form the d x d matrix Sigma_W. Cost O(N d C) instead
   of O(N d^2), memory O(C d) instead of O(d^2 + N d). (Pseudo-inverting the d x d Sigma_B instead
   needs a rank cut too: its d - C + 1 null eigenvalues are pure rounding noise, and NumPy's
   default cut ``rcond=1e-15`` sits at the rounding level of a product of such matrices.)
@@ -301,6 +302,9 @@ class CollapseAccumulator:
         if self.weight is not None and self.weight.shape[1] != d:
             raise ValueError(f"weight has {self.weight.shape[1]} columns but features have d={d}")
         self.dim = d
+        # precision of pass 2's O(B d C) products: the features' own (see update_residuals)
+        full = features.dtype == torch.float64 and self.dtype == torch.float64
+        self.work_dtype = torch.float64 if full else torch.float32
         self.counts = torch.zeros(self.n_classes, dtype=torch.int64, device=self.device)
         self.sums = torch.zeros(self.n_classes, d, dtype=self.dtype, device=self.device)
 
@@ -313,8 +317,8 @@ class CollapseAccumulator:
             raise ValueError(f"features have d={features.shape[1]} but earlier batches had "
                              f"d={self.dim}")
         labels = _check_labels(labels, features.shape[0], self.n_classes)
-        self._raw = features.detach().to(self.device)
-        return self._raw.to(self.dtype), labels.to(self.device)
+        # as given (float32 from a network): pass 1 sums in ``dtype``, pass 2 works in work_dtype
+        return features.detach().to(self.device), labels.to(self.device)
 
     def statistics(self) -> dict[str, Tensor]:
         """The sum-able statistics of the current pass (what ranks must all-reduce)."""
@@ -347,6 +351,7 @@ class CollapseAccumulator:
         if self.dim is None:
             self.device, self.dtype = other.device, other.dtype
             self._setup(other.sums)
+            self.work_dtype = other.work_dtype
         mine, theirs = self.statistics(), other.statistics()
         for key, tensor in mine.items():
             tensor += theirs[key].to(tensor.device)
@@ -359,7 +364,7 @@ class CollapseAccumulator:
             raise RuntimeError("the first pass has ended; use update_residuals(...)")
         features, labels = self._prepare(features, labels)
         self.counts += torch.bincount(labels, minlength=self.n_classes)
-        self.sums.index_add_(0, labels, features)
+        self.sums.index_add_(0, labels, features.to(self.dtype))
 
     def end_first_pass(self) -> None:
         """Form class means, the global mean and the SVD of the centred means (after pass 1)."""
@@ -387,11 +392,29 @@ class CollapseAccumulator:
         rtol = self.rtol
         if rtol is None:
             rtol = max(self.n_classes, self.dim) * torch.finfo(self.dtype).eps
-        keep = s > rtol * s[0] if s[0] > 0 else torch.zeros_like(s, dtype=torch.bool)
+        # Centring leaves rounding noise of size ~eps * |mu_c| (not eps * s_max): features far
+        # from the origin need the cut relative to the uncentred means, or a noise direction
+        # survives and NC1 explodes.
+        means = self.means if self.finite else torch.nan_to_num(self.means, 0.0, 0.0, 0.0)
+        scale = torch.maximum(s[0], torch.linalg.matrix_norm(means))  # Frobenius >= spectral
+        keep = s > rtol * scale if s[0] > 0 else torch.zeros_like(s, dtype=torch.bool)
         self._left, self._scales, self._basis = u[:, keep], s[keep], vh[keep].T
-        self._offsets = self.centred @ self._basis  # (mu_c - mu_G) V, (C, r)
-        # NCC scores: argmin_c ||h - mu_c||^2 = argmin_c ||M_c||^2 - 2 (h - mu_G) . M_c
-        self._centred_sq = (self.centred**2).sum(1)
+        # Pass 2 works in self.work_dtype against the class means rounded to it, mu^ (see
+        # update_residuals); compute() removes the rounding delta_c = mu_c - mu^_c exactly.
+        work = self.work_dtype
+        means = self.means.to(work)
+        self._rounding = self.means - means.to(self.dtype)
+        whitened = self._basis / self._scales  # V S^-1 = (M^+)^T U: ||R M^+|| = ||R V S^-1||
+        # NCC: argmin_c ||h - mu_c||^2 = argmax_c 2 (h - mu_G) . M_c - ||M_c||^2, and
+        # (h - mu_G) . M_c = (r^ V S^-1 + (mu^_y - mu_G) V S^-1) S^2 U^T with r^ = h - mu^_y
+        to_scores = 2 * self._left * self._scales**2  # (C, r)
+        offsets = (self.centred - self._rounding) @ whitened @ to_scores.T  # (C, C)
+        # zero columns up to a multiple of 8: BLAS kernels are ~15 % faster on such widths
+        # (r = C - 1 is odd for the usual C) and zero projections change no sum
+        pad = -whitened.shape[1] % 8
+        self._work = {"means": means, "whitened": F.pad(whitened, (0, pad)).to(work),
+                      "to_scores": F.pad(to_scores, (0, pad)).to(work),
+                      "offsets": (offsets - (self.centred**2).sum(1)).to(work)}
         self._pass = 2
         self.counts2 = torch.zeros_like(self.counts)
         self.proj_energy = torch.zeros((), dtype=self.dtype, device=self.device)
@@ -405,36 +428,49 @@ class CollapseAccumulator:
     def update_residuals(self, features, labels, predictions=None) -> None:
         """Pass 2: the same samples again (any batching/order). ``predictions`` (B,) are the
         classifier's labels for NC4; if omitted they are ``argmax(h W^T + b)`` when ``weight`` was
-        given (computed in the precision of the features and weight, as the network itself does;
-        every other quantity is accumulated in ``dtype``), otherwise NC4 is skipped."""
+        given (computed in the precision of the features and weight, as the network itself does),
+        otherwise NC4 is skipped.
+
+        Precision: the O(B d C) products run in ``work_dtype``, the features' own precision
+        (float32 features from a network: float32, twice as fast as float64; float64 features:
+        float64; set from the first batch), and every sum over samples is accumulated in
+        ``dtype``. Residuals are formed *before* the product, as ``h - mu^_y`` with ``mu^`` the
+        class means rounded to that precision (a difference of two nearby float32 numbers is
+        exact, so collapsed features lose nothing to cancellation), and ``compute()`` removes
+        the rounding exactly: since the residuals of a class sum to zero,
+        ``sum ||(h - mu^_y) A||^2 = sum ||(h - mu_y) A||^2 + n_c ||(mu_c - mu^_c) A||^2``.
+        """
         if self._pass == 1:
             self.end_first_pass()
-        features, labels = self._prepare(features, labels)
+        raw, labels = self._prepare(features, labels)
         if predictions is not None:
-            predictions = _check_labels(predictions, features.shape[0], self.n_classes,
+            predictions = _check_labels(predictions, raw.shape[0], self.n_classes,
                                         "predictions").to(self.device)
         elif self.weight is not None:
             # the classifier's decision in the precision of its inputs, as the network computes it
-            raw = self._raw
             dtype = torch.promote_types(raw.dtype, self.weight.dtype)
-            logits = raw.to(dtype) @ self.weight.to(self.device, dtype).T
-            if self.bias is not None:
-                logits = logits + self.bias.to(self.device, dtype)
-            predictions = logits.argmax(1)
-        self._raw = None
+            weight = self.weight.to(self.device, dtype)
+            if self.bias is None:
+                logits = raw.to(dtype) @ weight.T
+            else:
+                logits = torch.addmm(self.bias.to(self.device, dtype), raw.to(dtype), weight.T)
+            predictions = _argmax_rows(logits)
         self.counts2 += torch.bincount(labels, minlength=self.n_classes)
-        residuals = features - self.means.index_select(0, labels)
-        self.class_energy.index_add_(0, labels, torch.linalg.vector_norm(residuals, dim=1) ** 2)
         if self.within_covariance:
-            self.scatter += residuals.T @ residuals
+            exact = raw.to(self.dtype) - self.means.index_select(0, labels)
+            self.scatter += exact.T @ exact
+        work = self._work
+        residuals = raw.to(self.work_dtype) - work["means"].index_select(0, labels)
+        # per-sample energies in work_dtype (d or r terms each), summed over samples in dtype
+        self.class_energy.index_add_(
+            0, labels, (torch.linalg.vector_norm(residuals, dim=1) ** 2).to(self.dtype))
         if self._basis.shape[1]:
-            proj = residuals @ self._basis  # (B, r) = R V: the only O(B d C) product
-            self.proj_energy += torch.linalg.vector_norm(proj / self._scales) ** 2
+            proj = residuals @ work["whitened"]  # (B, r) = R V S^-1: the only O(B d C) product
+            self.proj_energy += (torch.linalg.vector_norm(proj, dim=1).to(self.dtype) ** 2).sum()
             if predictions is not None:
-                # (h - mu_G) V = R V + (mu_y - mu_G) V ;  (h - mu_G) . M_c = ((h - mu_G) V) S U^T
-                centred_proj = proj + self._offsets.index_select(0, labels)
-                scores = (centred_proj * self._scales) @ self._left.T
-                nearest = (self._centred_sq - 2 * scores).argmin(1)
+                scores = torch.addmm(work["offsets"].index_select(0, labels), proj,
+                                     work["to_scores"].T)
+                nearest = _argmax_rows(scores)
                 self.mismatch += (nearest != predictions).sum()
                 self.n_predicted += predictions.shape[0]
 
@@ -455,6 +491,14 @@ class CollapseAccumulator:
                 f"({self.counts2.tolist()} vs {self.counts.tolist()}); feed the same samples twice"
             )
         return _metrics_from_stats(self)
+
+
+def _argmax_rows(scores: Tensor) -> Tensor:
+    """``scores.argmax(1)``; on CPU through NumPy, whose SIMD argmax is ~4x faster than torch's
+    row-wise one for (batch, classes) score matrices (NC4 takes two per batch)."""
+    if scores.device.type == "cpu":
+        return torch.from_numpy(np.argmax(scores.numpy(), axis=1))
+    return scores.argmax(1)
 
 
 def _offdiag(matrix: Tensor) -> Tensor:
@@ -480,11 +524,15 @@ def _metrics_from_stats(acc: CollapseAccumulator) -> CollapseMetrics:
     counts = acc.counts.to(acc.dtype)
     degenerate = acc._basis.shape[1] == 0 or not acc.finite
     nan = float("nan")
-    nc1 = nan if degenerate else float(acc.proj_energy / n)
+    # remove the rounding of the class means used in pass 2 (update_residuals docstring)
+    delta = acc._rounding
+    class_energy = acc.class_energy - counts * (delta**2).sum(1)
+    proj_energy = acc.proj_energy - (counts * ((delta @ (acc._basis / acc._scales)) ** 2).sum(1)).sum()
+    nc1 = nan if degenerate else float(proj_energy / n)
     gram = centred @ centred.T
     target = (torch.eye(c, dtype=acc.dtype, device=acc.device) - 1.0 / c) / math.sqrt(c - 1)
     etf = nan if degenerate else float(torch.linalg.norm(gram / torch.linalg.norm(gram) - target))
-    variances = acc.class_energy / counts
+    variances = class_energy / counts
     dist_sq = torch.cdist(acc.means, acc.means, compute_mode="donot_use_mm_for_euclid_dist") ** 2
     pair_var = (variances[:, None] + variances[None, :]) / 2
     cdnv = nan if degenerate else float(_offdiag(pair_var / dist_sq).mean())
@@ -494,7 +542,7 @@ def _metrics_from_stats(acc: CollapseAccumulator) -> CollapseMetrics:
         equiangularity=nan if degenerate else _equiangularity(centred),
         etf_error=etf,
         cdnv=cdnv,
-        tr_within=float(acc.class_energy.sum() / n),
+        tr_within=float(class_energy.sum() / n),
         tr_between=float((centred**2).sum() / c),
         n_samples=n,
         n_classes=c,
