@@ -153,7 +153,8 @@ def test_non_finite_losses_become_nan_and_are_not_raised():
     assert surf.loss[3, 2] == pytest.approx(loss, rel=1e-5)
 
 
-def test_model_parameters_and_forward_are_untouched():
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_model_parameters_and_forward_are_untouched(mode):
     torch.manual_seed(0)
     net = models.MLP(6, [10], 3)
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
@@ -161,12 +162,58 @@ def test_model_parameters_and_forward_are_untouched():
     d1 = landscape.random_direction(net, seed=1)
     d2 = landscape.random_direction(net, seed=2)
     out_before = net(x)
-    landscape.surface_2d(net, "ce", (x, y), d1, d2, steps=5, progress=False)
-    landscape.interpolate(net, "ce", (x, y), direction=d1, progress=False)
+    landscape.surface_2d(net, "ce", (x, y), d1, d2, steps=5, progress=False, mode=mode)
+    landscape.interpolate(net, "ce", (x, y), direction=d1, progress=False, mode=mode)
+
+    calls = []
+
+    def failing_loss(out, t):  # fails half-way through the grid, with a point loaded
+        calls.append(1)
+        if len(calls) == 12:
+            raise KeyboardInterrupt
+        return F.cross_entropy(out, t)
+
+    with pytest.raises(KeyboardInterrupt):
+        landscape.surface_2d(net, failing_loss, (x, y), d1, d2, steps=5, progress=False,
+                             mode=mode, chunk_size=1)
     for n, p in net.named_parameters():
         assert torch.equal(p.detach(), before[n])
     assert all("forward" not in m.__dict__ for m in net.modules())  # no patched forward left
     assert torch.equal(net(x), out_before)
+
+
+def test_loop_mode_handles_non_contiguous_parameters():
+    """Loop mode writes each point into the module's parameters; a non-contiguous one (here a
+    weight stored transposed, as channels_last stores conv weights) goes through a buffer."""
+    torch.manual_seed(0)
+    net = _ConvNet().eval()
+    net.fc.weight = nn.Parameter(net.fc.weight.detach().T.contiguous().T)
+    assert not net.fc.weight.is_contiguous()
+    x, y = _data(d=16)
+    d1 = landscape.random_direction(net, seed=1)
+    d2 = landscape.random_direction(net, seed=2)
+    origin = {n: p.detach().clone() for n, p in net.named_parameters()}
+    loop = landscape.surface_2d(net, "ce", (x, y), d1, d2, steps=4, progress=False, mode="loop")
+    vec = landscape.surface_2d(net, "ce", (x, y), d1, d2, steps=4, progress=False, mode="vmap")
+    np.testing.assert_allclose(loop.loss, vec.loss, rtol=1e-5)
+    loss, _ = _direct(net, F.cross_entropy, x, y, origin, [d1, d2], [loop.x[3], loop.y[0]])
+    assert loop.loss[0, 3] == pytest.approx(loss, rel=1e-5)
+    for n, p in net.named_parameters():
+        assert torch.equal(p.detach(), origin[n])
+
+
+@pytest.mark.parametrize("classes", [2, 10, 40])
+def test_fast_cross_entropy_equals_torch(classes):
+    gen = torch.Generator().manual_seed(classes)
+    logits = 5 * torch.randn(300, classes, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, classes, (300,), generator=gen)
+    assert landscape._resolve_loss("ce") is landscape._cross_entropy
+    assert landscape._resolve_loss(F.cross_entropy) is landscape._cross_entropy
+    expected = F.cross_entropy(logits, labels)
+    assert float(landscape._cross_entropy(logits, labels)) == pytest.approx(float(expected),
+                                                                           rel=1e-12)
+    labels[:7] = -100  # F.cross_entropy's ignore_index is honoured (falls back to torch)
+    assert torch.equal(landscape._cross_entropy(logits, labels), F.cross_entropy(logits, labels))
 
 
 def test_bad_arguments_raise_clear_errors():
@@ -203,7 +250,7 @@ def test_interpolation_endpoints_and_monotone_path_on_a_convex_problem():
     target = {"weight": sol[:5].reshape(1, 5), "bias": sol[5:]}
     cut = landscape.interpolate(start, F.mse_loss, (x, y), target=target,
                                 alphas=np.linspace(0, 1, 11), progress=False)
-    assert cut.loss[0] == pytest.approx(float(F.mse_loss(start(x), y)), rel=1e-5)
+    assert cut.loss[0] == pytest.approx(float(F.mse_loss(start(x), y).detach()), rel=1e-5)
     assert cut.loss[-1] == pytest.approx(float(F.mse_loss(xb @ sol[:, None], y)), rel=1e-4)
     assert cut.max_increase(0, 1) == pytest.approx(0.0, abs=1e-6)
     assert cut.accuracy is None  # regression
