@@ -278,12 +278,29 @@ def test_float32_features_give_the_float64_numbers(offset, spread):
     feats, labels = mixture([50] * 5, 8, spread=spread, seed=18)
     feats32 = (feats + offset).float()
     weight = torch.randn(5, 8, generator=torch.Generator().manual_seed(1)).float()
-    m32 = collapse.nc_metrics(feats32, labels, weight=weight, chunk_size=64)
-    m64 = collapse.nc_metrics(feats32.double(), labels, weight=weight.double())
+    bias = torch.randn(5, generator=torch.Generator().manual_seed(2)).float()
+    m32 = collapse.nc_metrics(feats32, labels, weight=weight, bias=bias, chunk_size=64)
+    m64 = collapse.nc_metrics(feats32.double(), labels, weight=weight.double(),
+                              bias=bias.double())
     for name, value in m64.as_dict().items():
         if isinstance(value, float):
             assert m32.as_dict()[name] == pytest.approx(value, rel=1e-6, abs=1e-12), name
     assert m32.nc1 != m64.nc1  # the float32 path really ran
+
+
+@pytest.mark.parametrize("offset", [0.0, 50.0])
+def test_logits_from_residuals_are_the_classifiers_decisions(offset):
+    """NC4 computes h W^T + b as r^ W^T + (mu^_y W^T + b) to share a product with NC1; its
+    decisions must be the network's own argmax(h W^T + b) (given explicitly as predictions)."""
+    feats, labels = mixture([80, 60, 70, 90, 50], 12, spread=1.5, seed=19)
+    feats = (feats + offset).float()
+    gen = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(5, 12, generator=gen), 3 * torch.randn(5, generator=gen)
+    internal = collapse.nc_metrics(feats, labels, weight=weight, bias=bias, chunk_size=37)
+    explicit = collapse.nc_metrics(feats, labels, weight=weight,
+                                   predictions=(feats @ weight.T + bias).argmax(1))
+    assert 0.05 < internal.ncc_mismatch < 0.95  # decisions differ from NCC: a real comparison
+    assert internal.ncc_mismatch == explicit.ncc_mismatch
 
 
 # ----------------------------------------------------------------------------------- errors
