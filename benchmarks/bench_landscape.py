@@ -9,7 +9,8 @@ restores the parameters. Both run in the same process on the same 41×41 grid.
     also gives the achieved GFLOP/s (forward multiply-adds ×2 over the grid) next to a plain
     ``torch.matmul`` of the hidden layer's size.
 
-Run: ``python benchmarks/bench_landscape.py [--steps 41] [--repeats 3] [--threads 1]``.
+Run: ``python benchmarks/bench_landscape.py [--steps 41] [--repeats 3] [--threads 1]
+[--problems ab]``.
 Timings are process CPU times, the best of ``--repeats`` interleaved rounds (5× as many for the
 fast problem (a)); use one thread on a shared machine (with two threads on two busy cores OpenMP
 barriers stall). Both sides use ``F.cross_entropy`` as the loss; ``surface_2d`` evaluates it
@@ -122,19 +123,22 @@ def main():
     parser.add_argument("--steps", type=int, default=41)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--problems", default="ab", help="which problems to run: a, b or ab")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
 
-    train, _ = data.regression_1d(n_train=50, seed=0)
-    x, y = train.tensors
-    small = models.MLP(1, [64, 64], 1)  # ReLU, the MLP default
-    # (a) takes ~0.2 s a round: more rounds for the same wall time, as timeit does for fast code
-    run_problem("a: 1-D regression, MLP 1-64-64-1", small, F.mse_loss, x, y, args.steps,
-                5 * args.repeats)
-
+    if "a" in args.problems:
+        train, _ = data.regression_1d(n_train=50, seed=0)
+        x, y = train.tensors
+        small = models.MLP(1, [64, 64], 1)  # ReLU, the MLP default
+        # (a) takes ~0.2 s a round: more rounds for the same wall time, as timeit does
+        run_problem("a: 1-D regression, MLP 1-64-64-1", small, F.mse_loss, x, y, args.steps,
+                    5 * args.repeats)
+    if "b" not in args.problems:
+        return
     train, _ = data.load_digits(seed=0)
     x, y = train.tensors
     big = models.MLP(64, [256, 256], 10)
