@@ -26,8 +26,10 @@ Conventions (every function in this module uses them; they are the ones of Papya
   SVD of M (never from the squared, worse-conditioned Sigma_B), drop singular values below
   ``rtol * max(s_max, ||[mu_1 ... mu_C]||_F)`` with ``rtol = max(C, d) * eps`` (the null
   direction created by centring is rounding noise of size ~eps times the *uncentred* means, which
-  dominates for features far from the origin), and never form the d x d matrix Sigma_W. Cost O(N d C) instead
-  of O(N d^2), memory O(C d) instead of O(d^2 + N d). (Pseudo-inverting the d x d Sigma_B instead
+  dominates for features far from the origin), and never form the d x d matrix Sigma_W. The
+  classifier's logits for NC4 come from the same residuals (``h W^T + b = r W^T + mu_y W^T + b``),
+  so one product ``R [M^+ | W^T]`` serves both. Cost O(N d C) instead of O(N d^2), memory O(C d)
+  instead of O(d^2 + N d). (Pseudo-inverting the d x d Sigma_B instead
   needs a rank cut too: its d - C + 1 null eigenvalues are pure rounding noise, and NumPy's
   default cut ``rcond=1e-15`` sits at the rounding level of a product of such matrices.)
 * Weights ``W`` are the (C, d) weight of the last ``nn.Linear`` (rows ``w_c``), ``b`` its bias.
