@@ -6,8 +6,9 @@ builds the d x d within-class covariance from all samples and takes a full pseud
 d x d between-class covariance (``np.linalg.pinv(..., rtol=None)``, the Array-API tolerance
 max(d, d)·eps). All compute the same metrics (NC1, NC2 x3, NC3, NC4, CDNV) in float64.
 
-Times: the methods run round-robin ``--repeats`` times in one process (best of each), so a
-change of machine load affects all of them alike. Memory: each method runs once more in a fresh
+Times: the methods run round-robin ``--repeats`` times in one process, so a change of machine
+load affects all of them alike; the speed-up is the ratio of best times, "paired" the median over
+rounds of the ratio within a round. Memory: each method runs once more in a fresh
 subprocess, whose peak resident memory above the loaded data (``ru_maxrss``) is reported.
 
     python benchmarks/bench_collapse.py [--n 50000 --d 512 --c 100 --repeats 3 --threads 1]
@@ -144,18 +145,18 @@ def peak_memory(method, args):
 
 def timings(args):
     """Round-robin over the methods ``repeats`` times in one process, rotating the order (so load
-    drifts and cache/allocator effects hit all alike); best time and last result of each."""
+    drifts and cache/allocator effects hit all alike); every time and the last result of each."""
     fns = _methods(args)
-    best, results = {m: float("inf") for m in fns}, {}
+    times, results = {m: [] for m in fns}, {}
     names = list(fns)
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
             fn = fns[name]
             t0 = time.perf_counter()
             out = fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            times[name].append(time.perf_counter() - t0)
             results[name] = {k: out[k] for k in METRICS if out.get(k) is not None}
-    return best, results
+    return times, results
 
 
 def main(argv=None):
@@ -174,15 +175,17 @@ def main(argv=None):
     # spinning OpenMP workers are preempted on a shared machine and slow small ops 10x
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    print(f"N={args.n:,}  d={args.d}  C={args.c}  float64  threads={args.threads}  "
+    print(f"N={args.n:,}  d={args.d}  C={args.c}  float32 features  threads={args.threads}  "
           f"toolkit device={args.device}  (best of {args.repeats})", flush=True)
     # memory first: a process forked from a large parent inherits its peak RSS (ru_maxrss)
     memory = {m: peak_memory(m, args) for m in METHODS}
-    best, metrics = timings(args)
-    results = {m: {"time": best[m], "extra_mib": memory[m], "metrics": metrics[m]}
-               for m in METHODS}
-    header = (f"{'method':28s} {'time [s]':>9s} {'speed-up':>9s} {'peak extra MiB':>15s} "
-              f"{'max rel. diff vs reference':>27s}")
+    times, metrics = timings(args)
+    results = {m: {"time": min(times[m]), "times": times[m], "extra_mib": memory[m],
+                   "metrics": metrics[m]} for m in METHODS}
+    # speed-up = best reference time / best time; "paired" = median over rounds of the ratio
+    # within the round (robust when the machine's speed drifts during the run)
+    header = (f"{'method':28s} {'time [s]':>9s} {'speed-up':>9s} {'paired':>7s} "
+              f"{'peak extra MiB':>15s} {'max rel. diff vs reference':>27s}")
     for title, ref_name, names in (
             ("all metrics (NC1-NC4, CDNV; weight and bias given)", "reference",
              ("reference", "nc_metrics", "accumulator")),
@@ -196,8 +199,9 @@ def main(argv=None):
             res = results[name]
             rel = max(abs(res["metrics"][k] - ref["metrics"][k])
                       / max(abs(ref["metrics"][k]), 1e-300) for k in ref["metrics"])
+            paired = float(np.median(np.array(ref["times"]) / np.array(res["times"])))
             print(f"{name:28s} {res['time']:9.3f} {ref['time'] / res['time']:8.1f}x "
-                  f"{res['extra_mib']:15.1f} {rel:27.2e}")
+                  f"{paired:6.1f}x {res['extra_mib']:15.1f} {rel:27.2e}")
     print()
     names = ("reference", "nc_metrics", "accumulator")
     print(f"{'metric':16s} " + " ".join(f"{m:>20s}" for m in names))

@@ -12,9 +12,11 @@ restores the parameters. Both run in the same process on the same 41×41 grid.
 Run: ``python benchmarks/bench_landscape.py [--steps 41] [--repeats 3] [--threads 1]
 [--problems ab]``.
 Timings are process CPU times, the best of ``--repeats`` interleaved rounds (5× as many for the
-fast problem (a)); use one thread on a shared machine (with two threads on two busy cores OpenMP
-barriers stall). Both sides use ``F.cross_entropy`` as the loss; ``surface_2d`` evaluates it
-through ``landscape._cross_entropy``, the same value computed faster for few classes.
+fast problem (a)); "paired" is the median over rounds of the speed-up within a round, robust when
+the machine's speed drifts during the run. Use one thread on a shared machine (with two threads on
+two busy cores OpenMP barriers stall). Both sides use ``F.cross_entropy`` as the loss;
+``surface_2d`` evaluates it through ``landscape._cross_entropy``, the same value computed faster
+for few classes.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def run_problem(name, model, loss_fn, x, y, steps, repeats):
         "surface_2d mode=loop, no first-layer shortcut": lambda: ours("loop", trick=False),
         "surface_2d mode=vmap, no first-layer shortcut": lambda: ours("vmap", trick=False),
     }
-    times = {k: float("inf") for k in methods}
+    rounds = {k: [] for k in methods}
     results = {}
     names = list(methods)
     for r in range(repeats):
@@ -102,19 +104,23 @@ def run_problem(name, model, loss_fn, x, y, steps, repeats):
         # allocator or caches in a bad state, and that should hit every method alike
         for k in names[r % len(names):] + names[:r % len(names)]:
             t, results[k] = best_time(methods[k], 1)
-            times[k] = min(times[k], t)
+            rounds[k].append(t)
+    times = {k: min(v) for k, v in rounds.items()}
     ref = results["baseline: per-point loop"]
     t_base = times["baseline: per-point loop"]
+    base_rounds = np.array(rounds["baseline: per-point loop"])
     flops = forward_flops(model, len(x)) * steps * steps
     mode = landscape._GridEvaluator(model, loss_fn, (x, y), None, landscape.parameters_of(model),
                                     [d1, d2], torch.zeros(steps * steps, 2), ("loss",)).mode
     print(f"\n### ({name})  grid {steps}x{steps}, N={len(x)}, "
           f"{models.count_parameters(model)} parameters; mode=auto picks {mode!r}")
-    print("| method | CPU time (s) | speed-up vs baseline | GFLOP/s | max rel. diff |")
-    print("|---|---|---|---|---|")
+    print("| method | CPU time (s) | speed-up vs baseline | paired | GFLOP/s | max rel. diff |")
+    print("|---|---|---|---|---|---|")
     for k, t in times.items():
         err = float(np.nanmax(np.abs(results[k] - ref) / np.maximum(np.abs(ref), 1e-12)))
-        print(f"| {k} | {t:.3f} | {t_base / t:.2f}x | {flops / t / 1e9:.1f} | {err:.1e} |")
+        paired = float(np.median(base_rounds / np.array(rounds[k])))
+        print(f"| {k} | {t:.3f} | {t_base / t:.2f}x | {paired:.2f}x | {flops / t / 1e9:.1f} "
+              f"| {err:.1e} |")
     return times
 
 
