@@ -409,9 +409,10 @@ class CollapseAccumulator:
         # update_residuals); compute() removes the rounding delta_c = mu_c - mu^_c exactly.
         work = self.work_dtype
         means = self.means.to(work)
-        self._rounding = self.means - means.to(self.dtype)
-        rounded = self.means - self._rounding  # mu^ in dtype
-        whitened = self._basis / self._scales  # V S^-1 = (M^+)^T U: ||R M^+|| = ||R V S^-1||
+        rounded = means.to(self.dtype)  # mu^, held in dtype
+        self._rounding = self.means - rounded
+        # V S^-1 = (M^+)^T U: ||R M^+|| = ||R V S^-1||
+        whitened = self._whitened = self._basis / self._scales
         # NCC: argmin_c ||h - mu_c||^2 = argmax_c 2 (h - mu_G) . M_c - ||M_c||^2, and
         # (h - mu_G) . M_c = (r^ V S^-1 + (mu^_y - mu_G) V S^-1) S^2 U^T with r^ = h - mu^_y
         to_scores = 2 * self._left * self._scales**2  # (C, r)
@@ -566,7 +567,7 @@ def _metrics_from_stats(acc: CollapseAccumulator) -> CollapseMetrics:
     # remove the rounding of the class means used in pass 2 (update_residuals docstring)
     delta = acc._rounding
     class_energy = acc.class_energy - counts * (delta**2).sum(1)
-    proj_energy = acc.proj_energy - (counts * ((delta @ (acc._basis / acc._scales)) ** 2).sum(1)).sum()
+    proj_energy = acc.proj_energy - (counts * ((delta @ acc._whitened) ** 2).sum(1)).sum()
     nc1 = nan if degenerate else float(proj_energy / n)
     gram = centred @ centred.T
     target = (torch.eye(c, dtype=acc.dtype, device=acc.device) - 1.0 / c) / math.sqrt(c - 1)

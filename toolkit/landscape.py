@@ -79,10 +79,13 @@ def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     Why by hand: PyTorch's CPU ``log_softmax`` over a short last dimension that is not a multiple
     of the vector width is slow (torch 2.13, one thread, 1347 digits x 10 classes: 0.21 ms,
     ~7 % of a grid point of the digits MLP), while the same ``log_softmax`` taken over the first
-    dimension of the transposed logits takes 0.04 ms. Anything else goes to ``F.cross_entropy``.
+    dimension of the transposed logits takes 0.04 ms. Anything else (other devices, where the
+    check for ignored targets would also cost a synchronisation per point) goes to
+    ``F.cross_entropy``.
     """
-    if (outputs.dim() != 2 or outputs.shape[1] >= 16 or targets.dim() != 1
-            or targets.dtype.is_floating_point or bool((targets < 0).any())):
+    if (outputs.device.type != "cpu" or outputs.dim() != 2 or outputs.shape[1] >= 16
+            or targets.dim() != 1 or targets.dtype.is_floating_point
+            or bool((targets < 0).any())):
         return F.cross_entropy(outputs, targets)  # many classes, soft or ignored targets
     return -F.log_softmax(outputs.T, dim=0).gather(0, targets[None]).mean()
 
@@ -466,6 +469,10 @@ class _GridEvaluator:
         act = self._activation_elements(x0[:2]) / 2 * len(x0)
         if self.mode == "auto":
             self.mode = "loop" if len(x0) * n_params > _LOOP_THRESHOLD else "vmap"
+        if self.mode == "loop":
+            # loop mode writes points into the model's parameters, and the origin may be a view
+            # of those very parameters: keep a copy of it
+            self.origin_flat = [o.clone() for o in self.origin_flat]
         if self.chunk_size is None:
             if self.mode == "loop":
                 self.chunk_size = 64  # only sets the progress bar's granularity
@@ -512,9 +519,6 @@ class _GridEvaluator:
         params = dict(self.model.named_parameters())
         targets = [params[n].detach() for n in self.names]
         saved = [t.clone() for t in targets]
-        if not hasattr(self, "_slots"):
-            # the origin may be a view of these very parameters: keep a copy of it
-            self.origin_flat = [o.clone() for o in self.origin_flat]
         self._slots = [t.view(1, -1) if t.is_contiguous()
                        else t.new_empty(1, t.numel()) for t in targets]
         self._targets = [None if t.is_contiguous() else t for t in targets]
