@@ -66,7 +66,7 @@ model = models.MLP(x_train.shape[1], preset.widths, data.n_classes(train_set))
 print(model)
 print("parameters:", models.count_parameters(model))
 history = train.fit(model, train_set, test=test_set, epochs=preset.epochs,
-                    batch_size=preset.batch_size, lr=preset.lr, momentum=preset["momentum"],
+                    batch_size=preset.batch_size, lr=preset.lr, momentum=preset.momentum,
                     device=device, seed=SEED)
 history.tail()
 
@@ -90,7 +90,7 @@ self_check(history["train_loss"].iloc[-1] < history["train_loss"].iloc[0] / 10,
 # figure for its starting values.
 
 # %%
-panel = plotting.base.training_panel(train_set, test_set, epochs=preset["panel_epochs"],
+panel = plotting.base.training_panel(train_set, test_set, epochs=preset.panel_epochs,
                                      seed=SEED, device=device)
 panel
 

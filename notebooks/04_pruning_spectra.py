@@ -49,7 +49,7 @@ plotting.set_theme()
 
 train_set, test_set = data.load(preset.dataset, seed=SEED)
 in_dim, n_classes = train_set.tensors[0].shape[1], data.n_classes(train_set)
-exclude, scope = preset["exclude"], preset["scope"]
+exclude, scope = preset.exclude, preset.scope
 print(preset)
 print(f"{preset.dataset}: {len(train_set)} train / {len(test_set)} test, device {device}")
 
@@ -74,7 +74,7 @@ toolkit.seed_everything(SEED)
 model = models.MLP(in_dim, preset.widths, n_classes)
 init = copy.deepcopy(model)
 history = train.fit(model, train_set, test=test_set, epochs=preset.epochs,
-                    batch_size=preset.batch_size, lr=preset.lr, momentum=preset["momentum"],
+                    batch_size=preset.batch_size, lr=preset.lr, momentum=preset.momentum,
                     device=device, seed=SEED)
 dense_acc = history["test_acc"].iloc[-1]
 report_init = spectra.layer_report(init, seed=SEED)
@@ -130,7 +130,7 @@ self_check(bool((trained_rows["n_spikes"] > trained_rows["n_spikes_random"]).all
 # Spectral error: $\|W-W_s\|_2/\|W\|_2$ (`operator`, per layer; `operator_max` is the worst layer).
 
 # %%
-sweep = pruning.sparsity_sweep(model, test_set, amounts=preset["amounts"], scope=scope,
+sweep = pruning.sparsity_sweep(model, test_set, amounts=preset.amounts, scope=scope,
                                exclude=exclude, seed=SEED)
 print("test accuracy:")
 print(sweep.pivot(index="method", columns="amount", values="acc").round(3).to_string())
@@ -144,7 +144,7 @@ fig = spectra_plots.pruning_curves(sweep, error="operator_max", dense_acc=dense_
 fig = spectra_plots.alpha_curves(sweep)
 
 # %%
-layer = preset["panel_layer"]
+layer = preset.panel_layer
 dense_layer = dict(pruning.prunable_layers(model))[layer]
 pruned_layers = {}
 for method in pruning.METHODS:
@@ -193,18 +193,18 @@ self_check(rank_corr < -0.6,
 
 # %%
 lottery = {}
-for lr in preset["lottery_lrs"]:
+for lr in preset.lottery_lrs:
     def model_fn():
-        return models.MLP(in_dim, preset["lottery_widths"], n_classes)
+        return models.MLP(in_dim, preset.lottery_widths, n_classes)
 
     def train_fn(net, epochs, lr=lr):
-        train.fit(net, train_set, epochs=epochs, batch_size=preset["lottery_batch_size"], lr=lr,
+        train.fit(net, train_set, epochs=epochs, batch_size=preset.lottery_batch_size, lr=lr,
                   device=device, seed=SEED, progress=False)
         return train.evaluate(net, test_set)["acc"]
 
-    result = pruning.lottery_ticket(model_fn, train_fn, rounds=preset["lottery_rounds"],
-                                    rate=preset["lottery_rate"], epochs=preset["lottery_epochs"],
-                                    rewind_epoch=preset["rewind_epoch"], exclude=exclude,
+    result = pruning.lottery_ticket(model_fn, train_fn, rounds=preset.lottery_rounds,
+                                    rate=preset.lottery_rate, epochs=preset.lottery_epochs,
+                                    rewind_epoch=preset.rewind_epoch, exclude=exclude,
                                     seed=SEED)
     lottery[f"lr {lr}"] = result.history
     print(f"lr {lr}")
@@ -212,7 +212,7 @@ for lr in preset["lottery_lrs"]:
 fig = spectra_plots.lottery_plot(lottery)
 
 # %%
-small_lr, large_lr = (lottery[f"lr {lr}"].iloc[-1] for lr in preset["lottery_lrs"])
+small_lr, large_lr = (lottery[f"lr {lr}"].iloc[-1] for lr in preset.lottery_lrs)
 gap_small = small_lr["ticket"] - small_lr["control"]
 gap_large = large_lr["ticket"] - large_lr["control"]
 self_check(gap_small >= 0.03,
@@ -230,7 +230,7 @@ self_check(gap_large < gap_small,
 # the sweep's curves) are redrawn together. Run headless, the panel shows its initial state.
 
 # %%
-panel = spectra_plots.sparsity_panel(model, test_set, layer=preset["panel_layer"], sweep=sweep,
+panel = spectra_plots.sparsity_panel(model, test_set, layer=preset.panel_layer, sweep=sweep,
                                      scope=scope, exclude=exclude, seed=SEED, sparsity=0.75)
 panel
 

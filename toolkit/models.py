@@ -63,9 +63,16 @@ class NTKLinear(nn.Linear):
         if self.bias is not None:
             nn.init.normal_(self.bias)
 
+    def effective_weight(self) -> torch.Tensor:
+        """The matrix the layer applies, ``weight_scale * weight`` (differentiable)."""
+        return self.weight_scale * self.weight
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias the layer adds, ``bias_scale * bias`` (``None`` without a bias)."""
+        return None if self.bias is None else self.bias_scale * self.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias_scale * self.bias
-        return F.linear(x, self.weight_scale * self.weight, bias)
+        return F.linear(x, self.effective_weight(), self.effective_bias())
 
     def extra_repr(self) -> str:
         return (super().extra_repr()

@@ -2,12 +2,16 @@
 
 A preset is a small frozen dataclass. Notebooks read theirs with
 ``get_preset("<experiment>", PRESET)``; papermill's ``-p PRESET full`` switches to the paper-scale run.
-Experiment-specific knobs live in ``extra``.
+Experiment-specific knobs live in ``extra`` and read like the fields: ``preset.epochs``,
+``preset.conv_widths``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import dataclass, field, fields, replace
+
+__all__ = ["Preset", "register", "experiments", "get_preset"]
 
 _REGISTRY: dict[str, dict[str, Preset]] = {}
 
@@ -26,8 +30,20 @@ class Preset:
     lr: float = 0.1
     extra: dict = field(default_factory=dict)
 
+    def __getattr__(self, key: str):
+        """``preset.key`` reads the experiment-specific knobs in ``extra`` like the fields."""
+        # only called when normal lookup fails, i.e. for names that are not dataclass fields
+        extra = self.__dict__.get("extra", {})
+        if key in extra:
+            return extra[key]
+        raise AttributeError(f"preset {self.__dict__.get('experiment')}/{self.__dict__.get('name')} "
+                             f"has no setting {key!r}; its settings are "
+                             f"{sorted([f.name for f in fields(self)] + list(extra))}.")
+
     def __getitem__(self, key: str):
-        """``preset["key"]`` reads ``extra`` (the experiment-specific knobs)."""
+        """Deprecated: ``preset["key"]``; use ``preset.key``."""
+        warnings.warn("preset[key] is deprecated and will be removed in the next release; "
+                      "use preset.key (attribute access).", DeprecationWarning, stacklevel=2)
         return self.extra[key]
 
     def with_(self, **changes) -> Preset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Iterator
@@ -144,3 +145,66 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``with eval_mode(model):`` — the model in evaluation mode inside, its own mode restored after.
+
+    Restores the mode of every submodule as it was (a model may mix train- and eval-mode parts),
+    also when the body raises.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+class InputCapture:
+    """Forward pre-hooks that keep the (detached, flattened to ``(N, -1)``) input of some modules.
+
+    ``with InputCapture({"h": model.head}) as cap: model(x); h = cap.pop("h")``. The hooks are
+    removed on exit, also when the forward pass raises.
+    """
+
+    def __init__(self, modules: dict[str, torch.nn.Module], *, flatten: bool = True):
+        self.store: dict[str, torch.Tensor] = {}
+        self.flatten = flatten
+        self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in modules.items()]
+
+    def _hook(self, name: str):
+        def hook(module, inputs):
+            x = inputs[0].detach()
+            self.store[name] = x.flatten(1) if self.flatten else x
+        return hook
+
+    def pop(self, name: str) -> torch.Tensor:
+        """The captured input of ``name`` (removed from the store)."""
+        if name not in self.store:
+            raise ValueError(f"layer {name!r} was not called during the forward pass; pick a "
+                             "module that the model's forward uses.")
+        return self.store.pop(name)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> InputCapture:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (the exponent of a power law y ∝ x^s)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"x and y must be 1-D of the same length ≥ 2, got {x.shape} and {y.shape}.")
+    if (x <= 0).any() or (y <= 0).any():
+        raise ValueError("x and y must be positive for a log-log slope.")
+    return float(np.polyfit(np.log(x), np.log(y), 1)[0])

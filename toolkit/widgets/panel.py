@@ -1,4 +1,4 @@
-"""Interactive panels: sliders wired to a drawing function, with a static figure when headless.
+"""The panel: sliders wired to a drawing function, with a static figure when headless.
 
 ``panel(draw, width=IntSlider(...), ...)`` calls ``draw(fig, width=..., ...)`` into one matplotlib
 Figure. In JupyterLab the sliders redraw it (``continuous_update=False`` so a retraining draw runs
@@ -14,7 +14,9 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .plotting.base import set_theme
+from ..plotting.base import set_theme
+
+__all__ = ["Panel", "panel"]
 
 
 class Panel:
