@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m toolkit.demo --out build
+	$(BIN)/python -m toolkit.run_notebooks --out build
 
 lint: setup
 	$(BIN)/ruff check toolkit tests $(wildcard benchmarks) notebooks/*.py

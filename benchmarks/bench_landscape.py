@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toolkit import data, landscape, models
+from toolkit import _grid, data, landscape, models
 
 
 def baseline_surface(model, loss_fn, x, y, d1, d2, xs, ys) -> np.ndarray:
@@ -78,14 +78,14 @@ def run_problem(name, model, loss_fn, x, y, steps, repeats):
     xs = ys = np.linspace(-1, 1, steps)
 
     def ours(mode, trick=True):
-        old = landscape._first_linear_layer
+        old = _grid.first_linear_layer
         if not trick:
-            landscape._first_linear_layer = lambda *a: None
+            _grid.first_linear_layer = lambda *a: None
         try:
             return landscape.surface_2d(model, loss_fn, (x, y), d1, d2, steps=steps,
                                         progress=False, metrics=("loss",), mode=mode).loss
         finally:
-            landscape._first_linear_layer = old
+            _grid.first_linear_layer = old
 
     methods = {
         "baseline: per-point loop": lambda: baseline_surface(model, loss_fn, x, y, d1, d2, xs,
@@ -110,8 +110,8 @@ def run_problem(name, model, loss_fn, x, y, steps, repeats):
     t_base = times["baseline: per-point loop"]
     base_rounds = np.array(rounds["baseline: per-point loop"])
     flops = forward_flops(model, len(x)) * steps * steps
-    mode = landscape._GridEvaluator(model, loss_fn, (x, y), None, landscape.parameters_of(model),
-                                    [d1, d2], torch.zeros(steps * steps, 2), ("loss",)).mode
+    mode = _grid.GridEvaluator(model, loss_fn, (x, y), None, landscape.parameters_of(model),
+                               [d1, d2], torch.zeros(steps * steps, 2), ("loss",)).mode
     print(f"\n### ({name})  grid {steps}x{steps}, N={len(x)}, "
           f"{models.count_parameters(model)} parameters; mode=auto picks {mode!r}")
     print("| method | CPU time (s) | speed-up vs baseline | paired | GFLOP/s | max rel. diff |")

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -33,6 +34,7 @@ DEVICE = "auto"
 import toolkit
 from toolkit import data, models, plotting, presets, train
 from toolkit.utils import self_check
+from toolkit.widgets import tour
 
 preset = presets.get_preset("tour", PRESET)
 device = toolkit.get_device(DEVICE)
@@ -90,8 +92,8 @@ self_check(history["train_loss"].iloc[-1] < history["train_loss"].iloc[0] / 10,
 # figure for its starting values.
 
 # %%
-panel = plotting.base.training_panel(train_set, test_set, epochs=preset.panel_epochs,
-                                     seed=SEED, device=device)
+panel = tour.training_panel(train_set, test_set, epochs=preset.panel_epochs, seed=SEED,
+                            device=device)
 panel
 
 # %% [markdown]

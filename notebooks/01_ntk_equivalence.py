@@ -30,9 +30,11 @@
 # looks at *fixed-activation* surrogate networks whose kernel is constant at any width (Noy et al.
 # 2021, arXiv 2101.04243).
 #
-# Everything is computed by `toolkit.ntk`: `empirical_ntk` (three methods, including the
-# structured derivatives of Novak et al. 2022, arXiv 2206.08720), `analytic_ntk`,
-# `kernel_regression`, `linearize`, `GatedReLUMLP` and `to_relu`.
+# Every experiment is a visible cell on the primitives of `toolkit.ntk`: `empirical_ntk` (three
+# methods, including the structured derivatives of Novak et al. 2022, arXiv 2206.08720),
+# `analytic_ntk`, `kernel_regression`, `residual_modes`, the training callbacks `KernelDrift` and
+# `OutputRecorder`, `GatedReLUMLP` and `to_relu`, with `models.MLP(..., parameterization="ntk")`
+# and `train.fit`. Change an argument in a cell and rerun it.
 
 # %% tags=["parameters"]
 PRESET = "toy"
@@ -42,12 +44,15 @@ DEVICE = "auto"
 # %%
 import math
 
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 import toolkit
-from toolkit import data, ntk, presets
+from toolkit import data, models, ntk, presets, train
 from toolkit.plotting import ntk as ntk_plots
-from toolkit.utils import self_check
+from toolkit.utils import loglog_slope, self_check
+from toolkit.widgets import ntk as ntk_widgets
 
 preset = presets.get_preset("ntk", PRESET)
 device = toolkit.get_device(DEVICE)
@@ -69,11 +74,19 @@ print("device:", device)
 # uses `ntk.empirical_ntk` (here its structured path: no Jacobian is ever built).
 
 # %%
-teacher_train, teacher_test = data.teacher_regression(n_samples=4 * preset["conv_points"], dim=8,
+teacher_train, teacher_test = data.teacher_regression(n_samples=4 * preset.conv_points, dim=8,
                                                       seed=SEED)
-x_conv = teacher_train.tensors[0][: preset["conv_points"]].to(device, DTYPE)
-convergence = ntk.width_convergence(x_conv, preset["conv_widths"], depth=preset["conv_depth"],
-                                    seeds=preset["conv_seeds"])
+x_conv = teacher_train.tensors[0][: preset.conv_points].to(device, DTYPE)
+k_inf = ntk.analytic_ntk(x_conv, depth=preset.conv_depth)  # sigma_w = sqrt(2), sigma_b = 0
+rows = []
+for width in tqdm(preset.conv_widths, desc="widths"):
+    for seed in preset.conv_seeds:
+        torch.manual_seed(seed)
+        net = models.MLP(x_conv.shape[1], [width] * preset.conv_depth, 1,
+                         parameterization="ntk").to(device, DTYPE)
+        k = ntk.empirical_ntk(net, x_conv, progress=False)
+        rows.append({"width": width, "seed": seed, "rel_error": ntk.relative_change(k_inf, k)})
+convergence = pd.DataFrame(rows)
 convergence.groupby("width")["rel_error"].mean().to_frame()
 
 # %%
@@ -84,7 +97,7 @@ fig = ntk_plots.convergence(convergence)
 
 # %%
 mean_error = convergence.groupby("width")["rel_error"].mean()
-slope = ntk.loglog_slope(mean_error.index, mean_error.values)
+slope = loglog_slope(mean_error.index, mean_error.values)
 self_check(-0.75 < slope < -0.3 and mean_error.iloc[-1] < 0.15,
            f"empirical NTK -> analytic NTK as width grows (slope {slope:.2f}, about -1/2)")
 
@@ -100,17 +113,31 @@ self_check(-0.75 < slope < -0.3 and mean_error.iloc[-1] < 0.15,
 # to keep the same speed, and the features move by $O(1)$ at every width.
 #
 # Data: 1-D regression of $\sin$; inputs rescaled from $[-\pi, \pi]$ to $[-1, 1]$. Full-batch GD on
-# the mean squared error, step size set so that $\eta\,\lambda_{\max}(\Theta_\infty)$ = `preset.lr`.
+# the mean squared error, step size set so that $\eta'\lambda_{\max}(\Theta_\infty)$ = `preset.lr`
+# ($\eta' = 2\eta/N$, the function-space step of section 3; `ntk.stable_lr`). The mean-field net
+# is the same NTK-parameterised MLP with its output multiplied by $1/\sqrt n$ (`ntk.OutputScale`)
+# and trained with $n$ times the step size.
 
 # %%
-train_1d, test_1d = data.regression_1d(n_train=preset["n_train"], n_test=preset["n_test"],
-                                       fn=preset["fn"], seed=SEED)
+train_1d, test_1d = data.regression_1d(n_train=preset.n_train, n_test=preset.n_test,
+                                       fn=preset.fn, seed=SEED)
 x_train, y_train = (t.to(device, DTYPE) for t in train_1d.tensors)
 x_test, y_test = (t.to(device, DTYPE) for t in test_1d.tensors)
 x_train, x_test = x_train / math.pi, x_test / math.pi
 
-lazy = ntk.lazy_training((x_train, y_train), preset.widths, epochs=preset.epochs,
-                         lr_target=preset.lr, sigma_b=preset["sigma_b"], seed=SEED, device=device)
+lr = ntk.stable_lr(ntk.analytic_ntk(x_train, depth=1, sigma_b=preset.sigma_b), target=preset.lr)
+rows = []
+for width in tqdm(preset.widths, desc="lazy training"):
+    for scaling, alpha, step_size in (("ntk", 1.0, lr), ("mean-field", width**-0.5, lr * width)):
+        torch.manual_seed(SEED)
+        net = models.MLP(1, [width], 1, parameterization="ntk", sigma_b=preset.sigma_b)
+        model = ntk.OutputScale(net.to(device, DTYPE), alpha)  # f = alpha * net(x)
+        hist = train.fit(model, (x_train, y_train), loss="mse", lr=step_size, epochs=preset.epochs,
+                         device=device, seed=SEED, callbacks=[ntk.KernelDrift(x_train)],
+                         callback_every=preset.epochs, progress=False)
+        rows.append({"width": width, "scaling": scaling, "drift": hist["kernel_drift"].iloc[-1],
+                     "final_loss": hist["train_loss"].iloc[-1]})
+lazy = pd.DataFrame(rows)
 lazy
 
 # %%
@@ -124,7 +151,7 @@ fig = ntk_plots.drift(lazy)
 # %%
 ntk_rows = lazy[lazy.scaling == "ntk"].set_index("width")
 mf_rows = lazy[lazy.scaling == "mean-field"].set_index("width")
-ntk_slope = ntk.loglog_slope(ntk_rows.index, ntk_rows["drift"])
+ntk_slope = loglog_slope(ntk_rows.index, ntk_rows["drift"])
 drift_ratio = mf_rows["drift"].iloc[-1] / ntk_rows["drift"].iloc[-1]
 loss_ratio = ntk_rows["final_loss"] / mf_rows["final_loss"]
 self_check(ntk_slope < -0.2 and drift_ratio > 5 and loss_ratio.between(0.5, 2).all(),
@@ -141,20 +168,41 @@ self_check(ntk_slope < -0.2 and drift_ratio > 5 and loss_ratio.between(0.5, 2).a
 #    \big(y - f_0(X)\big), \qquad \eta' = 2\eta/N, $$
 #
 # (`ntk.kernel_regression(..., discrete=True)`). We train networks of several widths and compare
-# them with this prediction *at every recorded step*, using each network's own $\Theta_0$ and $f_0$.
-# The gap should close like $n^{-1/2}$.
+# them with this prediction *at every recorded step*, using each network's own $\Theta_0$ and $f_0$
+# (recorded by `ntk.OutputRecorder` on the training and test inputs together). The gap should
+# close like $n^{-1/2}$.
 
 # %%
-runs = ntk.ntk_equivalence((x_train, y_train), (x_test, y_test), preset.widths,
-                           epochs=preset.epochs, lr_target=preset.lr, sigma_b=preset["sigma_b"],
-                           record_every=preset["record_every"], seeds=preset["seeds"],
-                           device=device)
-gaps = ntk.equivalence_table(runs)
+eta = ntk.gd_kernel_lr(lr, len(x_train))  # eta' = 2 eta / N
+n, x_all = len(x_train), torch.cat([x_train, x_test])
+rows, runs = [], {}
+for seed in preset.seeds:
+    for width in tqdm(preset.widths, desc=f"equivalence, seed {seed}"):
+        torch.manual_seed(seed)
+        net = models.MLP(1, [width], 1, parameterization="ntk",
+                         sigma_b=preset.sigma_b).to(device, DTYPE)
+        k_train = ntk.empirical_ntk(net, x_train, progress=False)  # Theta_0(X, X)
+        k_all = ntk.empirical_ntk(net, x_all, x_train, progress=False)  # Theta_0([X; X*], X)
+        record = ntk.OutputRecorder(x_all)
+        train.fit(net, (x_train, y_train), loss="mse", lr=lr, epochs=preset.epochs, device=device,
+                  seed=seed, callbacks=[record], callback_every=preset.record_every,
+                  progress=False)
+        f_net = record.outputs.to(device, DTYPE)  # (T, N + M, 1): f_t on [X; X*]
+        f_kernel = ntk.kernel_regression(k_train, y_train, k_all, t=record.epochs, lr=eta,
+                                         f0_train=f_net[0, :n], f0_test=f_net[0], discrete=True)
+        gap = (f_net[:, n:] - f_kernel[:, n:]).pow(2).mean().sqrt()
+        rows.append({"width": width, "seed": seed, "gap": float(gap)})
+        runs[seed, width] = (f_net.cpu(), f_kernel.cpu(), k_train.cpu())
+steps = record.epochs
+gaps = pd.DataFrame(rows)
 gaps.groupby("width")["gap"].mean().to_frame()
 
 # %%
 cpu = [t.cpu() for t in (x_train, y_train, x_test, y_test)]
-fig = ntk_plots.equivalence(runs, *cpu)
+widest = max(preset.widths)
+f_net, f_kernel, k_widest = runs[preset.seeds[0], widest]
+fig = ntk_plots.equivalence(gaps, cpu[2], f_net[:, n:], f_kernel[:, n:], steps, *cpu[:2],
+                            width=widest)
 
 # %% [markdown]
 # **Self-check.** The RMS gap between network and kernel predictions (over test inputs and all
@@ -163,7 +211,7 @@ fig = ntk_plots.equivalence(runs, *cpu)
 
 # %%
 mean_gap = gaps.groupby("width")["gap"].mean()
-gap_slope = ntk.loglog_slope(mean_gap.index, mean_gap.values)
+gap_slope = loglog_slope(mean_gap.index, mean_gap.values)
 self_check(gap_slope < -0.25 and mean_gap.iloc[-1] < 0.02,
            f"network -> kernel regression as width grows (gap slope {gap_slope:.2f}, "
            f"gap {mean_gap.iloc[-1]:.4f} at width {mean_gap.index[-1]})")
@@ -175,13 +223,14 @@ self_check(gap_slope < -0.25 and mean_gap.iloc[-1] < 0.02,
 # $r_t = f_t(X) - y$ in the eigenbasis $\Theta_0 = \sum_i \lambda_i v_i v_i^\top$. Kernel gradient
 # descent decouples: $v_i^\top r_t = (1 - \eta'\lambda_i)^t\, v_i^\top r_0$. Directions with large
 # eigenvalues (smooth functions, for this kernel) are fitted within a few steps; small ones take
-# thousands. We project the *network's* residual (widest network of section 3).
+# thousands. We project the *network's* residual (widest network of section 3) with
+# `ntk.residual_modes`, next to the predicted $(1 - \eta'\lambda_i)^t$.
 
 # %%
-widest = max((r for r in runs if r.seed == runs[0].seed), key=lambda r: r.width)
-decay = ntk.spectral_decay(widest, n_modes=preset["n_modes"])
-decay[decay.epoch.isin(widest.epochs[:: max(1, len(widest.epochs) // 5)])].pivot(
-    index="epoch", columns="mode", values="measured")
+residuals = f_net[:, :n, 0] - cpu[1][:, 0]  # r_t = f_t(X) - y, (T, N)
+decay = ntk.residual_modes(k_widest, residuals, eta, steps=steps, n_modes=preset.n_modes)
+decay[decay.step.isin(steps[:: max(1, len(steps) // 5)])].pivot(
+    index="step", columns="mode", values="measured")
 
 # %%
 fig = ntk_plots.spectral_bias(decay)
@@ -194,8 +243,7 @@ fig = ntk_plots.spectral_bias(decay)
 # %%
 visible = decay[decay.predicted > 0.01]
 max_dev = float((visible.measured - visible.predicted).abs().max())
-step = widest.epochs[2]
-remaining = decay[decay.epoch == step].sort_values("mode")["measured"].to_numpy()
+remaining = decay[decay.step == steps[2]].sort_values("mode")["measured"].to_numpy()
 self_check(max_dev < 0.05 and all(remaining[:-1] <= remaining[1:]),
            f"residual along eigenvector i decays like (1 - eta' lambda_i)^t (max deviation "
            f"{max_dev:.3f}); larger eigenvalues are learned first")
@@ -216,27 +264,42 @@ self_check(max_dev < 0.05 and all(remaining[:-1] <= remaining[1:]),
 # for $M \ge \max |w\cdot x| / |g\cdot x|$; the deep case is derived in `to_relu`'s docstring.
 
 # %%
-x_gate = teacher_train.tensors[0][: preset["gated_points"]].to(device, DTYPE)
-y_gate = teacher_train.tensors[1][: preset["gated_points"]].to(device, DTYPE)
-gated_run = ntk.gated_training(x_gate, y_gate, width=preset["gated_width"],
-                               epochs=preset["gated_epochs"], sigma_b=preset["sigma_b"],
-                               seed=SEED, device=device)
-deep_run = ntk.gated_training(x_gate, y_gate, width=preset["gated_width"] // 2, depth=2,
-                              train_head=True, epochs=preset["gated_epochs"],
-                              sigma_b=preset["sigma_b"], seed=SEED, device=device)
-print(f"kernel drift: gated {gated_run.drift:.1e}, ReLU twin {gated_run.relu_drift:.1e}, "
-      f"deep gated {deep_run.drift:.1e}")
+x_gate, y_gate = (t[: preset.gated_points].to(device, DTYPE) for t in teacher_train.tensors)
+configs = {"gated": ([preset.gated_width], False),  # one hidden layer, frozen head
+           "gated, 2 layers": ([preset.gated_width // 2] * 2, True)}
+histories, drift, surrogates, kernels, rates = {}, {}, {}, {}, {}
+for name, (widths, train_head) in configs.items():
+    torch.manual_seed(SEED)
+    gated = ntk.GatedReLUMLP(x_gate.shape[1], widths, 1, sigma_b=preset.sigma_b,
+                             train_head=train_head).to(device, DTYPE)
+    nets = {name: gated, f"ReLU twin of {name}": gated.as_relu_mlp()}  # same initial weights
+    kernels[name] = ntk.empirical_ntk(gated, x_gate, progress=False)
+    rates[name] = ntk.stable_lr(kernels[name], target=1.0)  # eta' lambda_max(K) = 1
+    for label, model in nets.items():
+        histories[label] = train.fit(model, (x_gate, y_gate), loss="mse", lr=rates[name],
+                                     epochs=preset.gated_epochs, device=device, seed=SEED,
+                                     callbacks=[ntk.KernelDrift(x_gate)],
+                                     callback_every=preset.gated_epochs, progress=False)
+        drift[label] = histories[label]["kernel_drift"].iloc[-1]
+    surrogates[name] = gated
+print("kernel drift:", ", ".join(f"{label} {value:.1e}" for label, value in drift.items()))
 
 # %%
-fig = ntk_plots.gated(gated_run, deep_run)
+# the linear-model rate: L_t <= (1 - eta' lambda_min)^(2t) L_0
+lam_min = float(torch.linalg.eigvalsh(kernels["gated"]).min())
+rate = 1 - ntk.gd_kernel_lr(rates["gated"], len(x_gate)) * lam_min
+loss_0 = float(histories["gated"]["train_loss"].iloc[0])
+bound = loss_0 * rate ** (2 * torch.arange(preset.gated_epochs + 1, dtype=torch.float64))
+plotted = ("gated", "ReLU twin of gated", "gated, 2 layers")
+fig = ntk_plots.gated({label: histories[label] for label in plotted}, bound, drift)
 
 # %% [markdown]
 # **Self-check 1.** The surrogate's loss stays below the geometric bound at every step and falls by
 # more than 1000×.
 
 # %%
-losses = torch.tensor(gated_run.history["train_loss"].to_numpy(), dtype=torch.float64)
-self_check(bool(torch.all(losses <= gated_run.bound * (1 + 1e-9)))
+losses = torch.tensor(histories["gated"]["train_loss"].to_numpy(), dtype=torch.float64)
+self_check(bool(torch.all(losses <= bound * (1 + 1e-9)))
            and losses[-1] < 1e-3 * losses[0],
            f"gated surrogate loss falls geometrically ({losses[0]:.2g} -> {losses[-1]:.2g}, "
            "below (1 - eta' lambda_min)^(2t) L_0)")
@@ -246,9 +309,9 @@ self_check(bool(torch.all(losses <= gated_run.bound * (1 + 1e-9)))
 # ordinary ReLU network trained from the same weights changed its kernel.
 
 # %%
-self_check(gated_run.drift < 1e-9 and gated_run.relu_drift > 1e3 * max(gated_run.drift, 1e-16),
-           f"gated NTK fixed during training (drift {gated_run.drift:.1e}) vs ReLU net "
-           f"{gated_run.relu_drift:.1e}")
+self_check(drift["gated"] < 1e-9 and drift["ReLU twin of gated"] > 1e3 * max(drift["gated"], 1e-16),
+           f"gated NTK fixed during training (drift {drift['gated']:.1e}) vs ReLU net "
+           f"{drift['ReLU twin of gated']:.1e}")
 
 # %% [markdown]
 # **Self-check 3.** `to_relu` turns the trained surrogates (one and two hidden layers) into ReLU
@@ -257,10 +320,10 @@ self_check(gated_run.drift < 1e-9 and gated_run.relu_drift > 1e3 * max(gated_run
 # %%
 x_check = torch.cat([x_gate, teacher_test.tensors[0].to(device, DTYPE)])
 errors = []
-for run in (gated_run, deep_run):
-    relu_net = ntk.to_relu(run.model, x_check)
+for gated in surrogates.values():
+    relu_net = ntk.to_relu(gated, x_check)
     with torch.no_grad():
-        errors.append(float((relu_net(x_check) - run.model(x_check)).abs().max()))
+        errors.append(float((relu_net(x_check) - gated(x_check)).abs().max()))
 print(relu_net)
 self_check(max(errors) < 1e-5,
            f"to_relu gives a ReLU net with identical outputs (max error {max(errors):.1e})")
@@ -273,7 +336,8 @@ self_check(max(errors) < 1e-5,
 # training. Narrow networks drift away from their kernel; wide ones track it throughout.
 
 # %%
-explorer = ntk_plots.equivalence_panel(runs, *cpu)
+predictions = {w: tuple(t[:, n:] for t in runs[preset.seeds[0], w][:2]) for w in preset.widths}
+explorer = ntk_widgets.equivalence_panel(predictions, steps, *cpu)
 explorer
 
 # %% [markdown]
@@ -282,9 +346,9 @@ explorer
 
 # %%
 shown = explorer.values
-shown_run = next(r for r in runs if r.width == shown["width"] and r.seed == runs[0].seed)
-k = shown_run.epochs.index(shown["step"])
-shown_gap = float((shown_run.net_test[k] - shown_run.kernel_test[k]).pow(2).mean().sqrt())
+net_shown, kernel_shown = predictions[shown["width"]]
+k = steps.index(shown["step"])
+shown_gap = float((net_shown[k] - kernel_shown[k]).pow(2).mean().sqrt())
 self_check(len(explorer.figure.axes) == 2 and shown_gap < 0.05,
            f"panel drawn headless; width {shown['width']} at step {shown['step']}: "
            f"gap {shown_gap:.4f}")
@@ -292,14 +356,16 @@ self_check(len(explorer.figure.axes) == 2 and shown_gap < 0.05,
 # %% [markdown]
 # ## Try it yourself
 #
-# 1. **Depth.** Rerun section 1 with `depth=4`. Predict: does the error at a given width grow or
+# 1. **Depth.** Rerun section 1 with `preset.conv_depth` replaced by 4. Predict: does the error at a given width grow or
 #    shrink with depth? (Hanin & Nica 2019, arXiv 1909.05989: the fluctuations grow exponentially
 #    in depth/width.)
-# 2. **Step size.** Set `lr_target=1.9` in section 3 (still stable for the linear model). Which
-#    widths stop tracking their kernel, and why does the gap grow with the step size?
-# 3. **Standard parameterisation.** Build `models.MLP(..., parameterization="standard")` and compute
-#    its `empirical_ntk` for growing widths. How does the kernel's *scale* grow with width, and what
-#    learning rate keeps GD stable?
+# 2. **Step size.** Set `target=1.9` in the `ntk.stable_lr` call of section 2 (still stable for
+#    the linear model) and rerun section 3. Which widths stop tracking their kernel, and why does
+#    the gap grow with the step size?
+# 3. **Standard parameterisation.** In section 1, change `parameterization="ntk"` to
+#    `"standard"` (same initial function distribution) and compare `k.diagonal().mean()` across
+#    widths. How does the kernel's *scale* grow with width, and what learning rate keeps GD
+#    stable?
 # 4. **Spectral bias in the data.** Switch `fn` to `"sin_mix"` (adds $\sin 3x$). Project the target
 #    on the NTK eigenvectors: which part of the function is learned first?
 # 5. **Width vs samples.** In section 5, halve `gated_width` repeatedly. When does

@@ -43,8 +43,10 @@ import torch
 
 import toolkit
 from toolkit import data, hessian, landscape, models, plotting, presets, train
+from toolkit.plotting import hessian as hplot
 from toolkit.plotting import landscape as lplot
 from toolkit.utils import self_check
+from toolkit.widgets import landscape as landscape_widgets
 
 preset = presets.get_preset("landscape", PRESET)
 device = toolkit.get_device(DEVICE)
@@ -66,15 +68,15 @@ print(preset.name, "preset on", device)
 
 # %%
 p = preset
-train_set, test_set = data.gaussian_mixture(p["n_samples"], p["n_classes"], p["dim"],
-                                            separation=p["separation"], seed=SEED)
-n_classes = p["n_classes"]
+train_set, test_set = data.gaussian_mixture(p.n_samples, p.n_classes, p.dim,
+                                            separation=p.separation, seed=SEED)
+n_classes = p.n_classes
 toolkit.seed_everything(SEED)
-model = models.MLP(p["dim"], p.widths, n_classes)
+model = models.MLP(p.dim, p.widths, n_classes)
 init = copy.deepcopy(model)
 recorder = landscape.TrajectoryRecorder()
 history = train.fit(model, train_set, test=test_set, epochs=p.epochs, batch_size=p.batch_size,
-                    lr=p.lr, momentum=p["momentum"], callbacks=[recorder], seed=SEED,
+                    lr=p.lr, momentum=p.momentum, callbacks=[recorder], seed=SEED,
                     device=device)
 model.eval()
 path = landscape.interpolate(init.to(device), "ce", train_set, target=model,
@@ -104,20 +106,20 @@ self_check(end < 0.5 * start and bump < 0.01 * start,
 
 # %%
 digits_train, digits_test = data.load_digits(seed=SEED)
-skip_train = (data.subsample(digits_train, p["skip_n_train"], seed=SEED) if p["skip_n_train"]
+skip_train = (data.subsample(digits_train, p.skip_n_train, seed=SEED) if p.skip_n_train
               else digits_train)
 surfaces, skip_hist = {}, {}
 for skip in (True, False):
     toolkit.seed_everything(SEED)
-    net = models.ResNetMini(in_dim=64, width=p["skip_width"], depth=p["skip_depth"],
+    net = models.ResNetMini(in_dim=64, width=p.skip_width, depth=p.skip_depth,
                             n_classes=10, skip=skip)
-    h = train.fit(net, skip_train, optimizer="adam", lr=p["skip_lr"], epochs=p["skip_epochs"],
-                  batch_size=p["skip_batch"], seed=SEED, device=device, progress=False)
+    h = train.fit(net, skip_train, optimizer="adam", lr=p.skip_lr, epochs=p.skip_epochs,
+                  batch_size=p.skip_batch, seed=SEED, device=device, progress=False)
     net.eval()
     d1 = landscape.random_direction(net, normalization="filter", seed=SEED + 1)
     d2 = landscape.random_direction(net, normalization="filter", seed=SEED + 2)
     name = f"{'with' if skip else 'without'} skip connections"
-    surfaces[name] = landscape.surface_2d(net, "ce", skip_train, d1, d2, steps=p["steps"])
+    surfaces[name] = landscape.surface_2d(net, "ce", skip_train, d1, d2, steps=p.steps)
     skip_hist[name] = h["train_loss"].iloc[-1]
 fig = lplot.compare_contours(surfaces)
 ncvx = {k: landscape.nonconvexity(s) for k, s in surfaces.items()}
@@ -139,7 +141,7 @@ self_check(without_skip > 2 * with_skip,
 # surface. We rescale the MLP of section 1 by α = 10.
 
 # %%
-alpha = p["rescale_alpha"]
+alpha = p.rescale_alpha
 rescaled = landscape.balanced_rescale(model, alpha)
 x_train, _ = train_set.tensors
 same_function = torch.allclose(model(x_train.to(device)), rescaled(x_train.to(device)),
@@ -152,7 +154,7 @@ for norm in ("filter", "none"):
         span = 1.0 if norm == "filter" else 0.5
         scale_surfaces[f"{norm}: {name}"] = landscape.surface_2d(
             net, "ce", train_set, e1, e2, xrange=(-span, span), yrange=(-span, span),
-            steps=p["steps"], metrics=("loss",), progress=False)
+            steps=p.steps, metrics=("loss",), progress=False)
 fig = lplot.compare_contours(scale_surfaces, width=3.2)
 
 
@@ -177,7 +179,7 @@ self_check(same_function and filter_diff < 1e-3 and none_diff > 0.1,
 plane = landscape.pca_directions(recorder)
 xr, yr = plane.surface_range(margin=0.3)
 pca_surface = landscape.surface_2d(model, "ce", train_set, plane.d1, plane.d2, xrange=xr,
-                                   yrange=yr, steps=p["steps"], center=plane.origin)
+                                   yrange=yr, steps=p.steps, center=plane.origin)
 fig, axes = plotting.new_figure(2, width=5)
 lplot.contour(pca_surface, trajectory=plane.coords, ax=axes[0],
               title=f"PCA plane ({100 * plane.explained_variance_ratio.sum():.0f}% of variance)")
@@ -208,14 +210,14 @@ self_check(explained > 0.8 and first_leg,
 # gradients, so a 4-class problem shows 3 outliers.
 
 # %%
-top = hessian.top_eigenvalues(model, "ce", train_set, k=p["hess_k"])
-tr_hpp = hessian.trace(model, "ce", train_set, n_samples=p["trace_samples"], method="hutch++")
-tr_hutch = hessian.trace(model, "ce", train_set, n_samples=p["trace_samples"])
-density = hessian.spectral_density(model, "ce", train_set, n_vectors=p["slq_vectors"],
-                                   steps=p["slq_steps"], seed=SEED)
+top = hessian.top_eigenvalues(model, "ce", train_set, k=p.hess_k)
+tr_hpp = hessian.trace(model, "ce", train_set, n_samples=p.trace_samples, method="hutch++")
+tr_hutch = hessian.trace(model, "ce", train_set, n_samples=p.trace_samples)
+density = hessian.spectral_density(model, "ce", train_set, n_vectors=p.slq_vectors,
+                                   steps=p.slq_steps, seed=SEED)
 fig, axes = plotting.new_figure(2, width=5)
-lplot.esd(density, eigenvalues=top.eigenvalues[: n_classes - 1], ax=axes[0])
-lplot.top_eigenvalue_gaps(top.eigenvalues, n_outliers=n_classes - 1, ax=axes[1],
+hplot.hessian_density(density, eigenvalues=top.eigenvalues[: n_classes - 1], ax=axes[0])
+hplot.top_eigenvalue_gaps(top.eigenvalues, n_outliers=n_classes - 1, ax=axes[1],
                           title="top eigenvalues: C − 1 outliers, then the bulk")
 pd.DataFrame({"estimate of tr(H)": [tr_hutch.trace, tr_hpp.trace, density.trace_estimate],
               "Hessian-vector products": [tr_hutch.n_hvp, tr_hpp.n_hvp, density.n_hvp]},
@@ -244,21 +246,21 @@ self_check(abs(density.integral() - 1) < 1e-3 and agree,
 # (`hessian.sharpness`) and the width of the basin along a filter-normalised random direction.
 
 # %%
-flat_train = (data.subsample(digits_train, p["flat_n_train"], seed=SEED) if p["flat_n_train"]
+flat_train = (data.subsample(digits_train, p.flat_n_train, seed=SEED) if p.flat_n_train
               else digits_train)
 runs = {
-    f"SGD, batch {p['flat_small_batch']}": dict(batch_size=p["flat_small_batch"],
-                                                 epochs=p["flat_small_epochs"]),
-    "GD, full batch": dict(batch_size=None, epochs=p["flat_gd_epochs"]),
-    f"SAM (ρ={p['flat_rho']}), batch {p['flat_small_batch']}": dict(
-        batch_size=p["flat_small_batch"], epochs=p["flat_small_epochs"], optimizer="sam",
-        rho=p["flat_rho"]),
+    f"SGD, batch {p.flat_small_batch}": dict(batch_size=p.flat_small_batch,
+                                                 epochs=p.flat_small_epochs),
+    "GD, full batch": dict(batch_size=None, epochs=p.flat_gd_epochs),
+    f"SAM (ρ={p.flat_rho}), batch {p.flat_small_batch}": dict(
+        batch_size=p.flat_small_batch, epochs=p.flat_small_epochs, optimizer="sam",
+        rho=p.flat_rho),
 }
 rows, cuts, flat_models = {}, {}, {}
 for name, kw in runs.items():
     toolkit.seed_everything(SEED)
-    net = models.MLP(64, p["flat_widths"], 10)
-    h = train.fit(net, flat_train, test=digits_test, lr=p["flat_lr"], seed=SEED, device=device,
+    net = models.MLP(64, p.flat_widths, 10)
+    h = train.fit(net, flat_train, test=digits_test, lr=p.flat_lr, seed=SEED, device=device,
                   progress=False, **kw)
     net.eval()
     lam = hessian.top_eigenvalues(net, "ce", flat_train).eigenvalues[0]
@@ -293,28 +295,28 @@ self_check(gd > sgd > sam,
 # the previous eigenvector).
 
 # %%
-eos_train = data.subsample(digits_train, p["eos_n_train"], seed=SEED)
+eos_train = data.subsample(digits_train, p.eos_n_train, seed=SEED)
 eos_hist, eos_lr = {}, {}
-for lr in p["eos_lrs"]:
+for lr in p.eos_lrs:
     toolkit.seed_everything(SEED)
-    net = models.MLP(64, p["eos_widths"], 10, activation="tanh", sigma_w=p["eos_sigma_w"])
+    net = models.MLP(64, p.eos_widths, 10, activation="tanh", sigma_w=p.eos_sigma_w)
     tracker = hessian.LambdaMaxTracker("mse", eos_train, tol=3e-2)
     name = f"GD, η = {lr:g}"
-    eos_hist[name] = train.fit(net, eos_train, loss="mse", lr=lr, epochs=p["eos_epochs"],
-                               callbacks=[tracker], callback_every=p["eos_every"], seed=SEED,
+    eos_hist[name] = train.fit(net, eos_train, loss="mse", lr=lr, epochs=p.eos_epochs,
+                               callbacks=[tracker], callback_every=p.eos_every, seed=SEED,
                                device=device, progress=False)
     eos_lr[name] = lr
 fig, axes = plotting.new_figure(2, width=5)
-lplot.lambda_max_curve(eos_hist, lr=eos_lr, ax=axes[0])
+hplot.lambda_max_curve(eos_hist, lr=eos_lr, ax=axes[0])
 for name, h in eos_hist.items():
     axes[1].semilogy(h["epoch"], h["train_loss"], label=name)
 axes[1].set(xlabel="epoch", ylabel="train loss (MSE)", title="the loss keeps decreasing")
 axes[1].legend()
 
 # %%
-name = f"GD, η = {max(p['eos_lrs']):g}"
+name = f"GD, η = {max(p.eos_lrs):g}"
 lam_curve = eos_hist[name]["lambda_max"].dropna().to_numpy()
-threshold = 2 / max(p["eos_lrs"])
+threshold = 2 / max(p.eos_lrs)
 late = lam_curve[len(lam_curve) * 2 // 3:]
 print(f"2/η = {threshold:.2f}; λ_max min {lam_curve.min():.2f}, max {lam_curve.max():.2f}, "
       f"last third {late.min():.2f}–{late.max():.2f}")
@@ -332,20 +334,20 @@ self_check(lam_curve.max() > 1.3 * lam_curve[1:].min() and np.all(np.abs(late / 
 # `hessian.class_hessian` gives λ_max and λ_min of every class's own loss Hessian.
 
 # %%
-imb_train = data.imbalance(digits_train, ratio=p["imb_ratio"], profile="step", seed=SEED)
+imb_train = data.imbalance(digits_train, ratio=p.imb_ratio, profile="step", seed=SEED)
 counts = torch.bincount(imb_train.tensors[1]).tolist()
 tables, imb_acc = {}, {}
 for opt in ("sgd", "sam"):
     toolkit.seed_everything(SEED)
-    net = models.MLP(64, p["imb_widths"], 10)
-    h = train.fit(net, imb_train, test=digits_test, optimizer=opt, rho=p["imb_rho"],
-                  lr=p["imb_lr"], momentum=0.9, epochs=p["imb_epochs"],
-                  batch_size=p["imb_batch"], seed=SEED, device=device, progress=False)
+    net = models.MLP(64, p.imb_widths, 10)
+    h = train.fit(net, imb_train, test=digits_test, optimizer=opt, rho=p.imb_rho,
+                  lr=p.imb_lr, momentum=0.9, epochs=p.imb_epochs,
+                  batch_size=p.imb_batch, seed=SEED, device=device, progress=False)
     net.eval()
     tables[opt.upper()] = hessian.class_hessian(net, "ce", imb_train, tol=1e-2)
     imb_acc[opt.upper()] = h["test_acc"].iloc[-1]
 print("class sizes:", counts, "| test accuracy:", imb_acc)
-lplot.class_curvature(tables, column="lambda_min",
+hplot.class_curvature(tables, column="lambda_min",
                       title="λ_min of each class's loss Hessian (more negative = saddle)")
 tables["SGD"]
 
@@ -367,7 +369,7 @@ self_check(sgd_tail < 5 * sgd_head < 0 and sam_tail > sgd_tail,
 # shows the last checkpoint.
 
 # %%
-panel = lplot.surface_panel(model, "ce", train_set, recorder, steps=p["panel_steps"], seed=SEED)
+panel = landscape_widgets.surface_panel(model, "ce", train_set, recorder, steps=p.panel_steps, seed=SEED)
 panel
 
 # %%

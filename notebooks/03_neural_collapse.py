@@ -35,12 +35,14 @@ SEED = 0
 DEVICE = "auto"
 
 # %%
+import pandas as pd
 import torch
 
 import toolkit
 from toolkit import collapse, data, models, presets, train
 from toolkit.plotting import collapse as nc_plots
 from toolkit.utils import self_check
+from toolkit.widgets import collapse as nc_widgets
 
 preset = presets.get_preset("collapse", PRESET)
 device = toolkit.get_device(DEVICE)
@@ -55,8 +57,9 @@ print(preset)
 #
 # The toy run trains an MLP on 300 scikit-learn digits with full-batch SGD, momentum, weight decay
 # and a cosine schedule, recording every metric every few epochs with a `CollapseCallback`. The
-# MLP has batch normalisation before its last layer: with batch norm and weight decay, collapse
-# appears far sooner (Pan & Cao 2023, arXiv 2309.04644), in a few seconds on a CPU. The `full`
+# MLP has batch normalisation before its last layer (`models.MLP(..., norm="batch")`): with batch
+# norm and weight decay, collapse appears far sooner (Pan & Cao 2023, arXiv 2309.04644), in a few
+# seconds on a CPU. The `full`
 # preset is Papyan et al.'s setting: ResNet-18 on CIFAR-10, 350 epochs, step schedule, checkpointed.
 
 # %%
@@ -65,26 +68,27 @@ if preset.dataset == "cifar10":
     net = models.ResNet18(n_classes=10)
 else:
     train_set, _ = data.load(preset.dataset, seed=SEED)
-    if preset["n_train"]:
-        train_set = data.subsample(train_set, preset["n_train"], seed=SEED)
-    net = collapse.bn_mlp(train_set.tensors[0].shape[1], preset.widths, data.n_classes(train_set))
+    if preset.n_train:
+        train_set = data.subsample(train_set, preset.n_train, seed=SEED)
+    net = models.MLP(train_set.tensors[0].shape[1], preset.widths, data.n_classes(train_set),
+                     norm=preset.norm, sigma_w=preset.sigma_w)
 
-run_dir = toolkit.utils.cache_dir("collapse", PRESET, f"seed{SEED}") if preset["checkpoint"] else None
-recorder = collapse.CollapseCallback(train_set, batch_size=preset["metrics_batch_size"],
-                                     snapshot=preset["snapshot"], seed=SEED,
+run_dir = toolkit.utils.cache_dir("collapse", PRESET, f"seed{SEED}") if preset.checkpoint else None
+recorder = collapse.CollapseCallback(train_set, batch_size=preset.metrics_batch_size,
+                                     snapshot=preset.snapshot, seed=SEED,
                                      snapshot_path=run_dir / "snapshots.pt" if run_dir else None)
 history = train.fit(net, train_set, epochs=preset.epochs, lr=preset.lr,
-                    momentum=preset["momentum"], weight_decay=preset["weight_decay"],
-                    schedule=preset["schedule"], batch_size=preset.batch_size, device=device,
-                    seed=SEED, callbacks=[recorder], callback_every=preset["metrics_every"],
-                    checkpoint_dir=run_dir, checkpoint_every=preset["metrics_every"],
+                    momentum=preset.momentum, weight_decay=preset.weight_decay,
+                    schedule=preset.schedule, batch_size=preset.batch_size, device=device,
+                    seed=SEED, callbacks=[recorder], callback_every=preset.metrics_every,
+                    checkpoint_dir=run_dir, checkpoint_every=preset.metrics_every,
                     progress=PRESET != "toy")  # the toy run takes seconds: no bar
 phase = collapse.terminal_phase(history, "nc1")
 print(phase)
 fig = nc_plots.metrics_vs_epoch(history, title="NC metrics through the terminal phase")
 
 # %%
-features, labels = collapse.extract_features(net, train_set, batch_size=preset["metrics_batch_size"])
+features, labels = collapse.extract_features(net, train_set, batch_size=preset.metrics_batch_size)
 final = collapse.nc_metrics(features, labels, weight=net.head.weight.detach(),
                             bias=net.head.bias.detach())
 print(final)
@@ -113,25 +117,37 @@ self_check(final.ncc_mismatch <= 0.01, f"NC4: classifier = nearest class mean on
 # no longer tell the minority classes apart.
 #
 # `collapse.ufm` minimises cross-entropy (or MSE) plus weight decay over the features H and the
-# classifier (W, b) with L-BFGS.
+# classifier (W, b) with L-BFGS. The sweep below solves one UFM per imbalance ratio (the last half
+# of the classes keep `1/ratio` of the samples) and measures with `collapse.minority_collapse` how
+# far the minority classifier rows have merged.
 
 # %%
-balanced = collapse.ufm([preset["ufm_per_class"]] * preset["ufm_classes"], preset["ufm_dim"],
-                        loss="ce", weight_decay=preset["ufm_weight_decay"],
-                        steps=preset["ufm_steps"], seed=SEED, device=device, progress=False)
+balanced = collapse.ufm([preset.ufm_per_class] * preset.ufm_classes, preset.ufm_dim,
+                        loss="ce", weight_decay=preset.ufm_weight_decay,
+                        steps=preset.ufm_steps, seed=SEED, device=device, progress=False)
 ufm_metrics = balanced.metrics()
 print(ufm_metrics)
 fig = nc_plots.metrics_vs_epoch(balanced.history, x="step", title="balanced UFM (cross-entropy)")
 fig = nc_plots.class_means_view(balanced.features, balanced.labels, dims=3, weight=balanced.weight,
-                                title=f"{preset['ufm_classes']} classes: free features, class means "
+                                title=f"{preset.ufm_classes} classes: free features, class means "
                                       "and classifier rows")
 
 # %%
-curve = collapse.minority_collapse_curve(preset["mc_ratios"], n_classes=preset["mc_classes"],
-                                         n_major=preset["mc_n_major"],
-                                         weight_decay=preset["mc_weight_decay"],
-                                         steps=preset["mc_steps"], seed=SEED, device=device,
-                                         progress=False)
+n_minority = preset.mc_classes // 2  # step imbalance: the last half of the classes are small
+minority = list(range(preset.mc_classes - n_minority, preset.mc_classes))
+majority = list(range(preset.mc_classes - n_minority))
+rows = []
+for ratio in preset.mc_ratios:  # R = n_major / n_minor, Fang et al.'s convention
+    counts = data.class_counts(1.0 / ratio, preset.mc_n_major, preset.mc_classes, profile="step",
+                               minority_classes=n_minority)
+    solution = collapse.ufm(counts, preset.mc_classes, loss="ce",
+                            weight_decay=preset.mc_weight_decay, steps=preset.mc_steps,
+                            record_every=preset.mc_steps, seed=SEED, device=device, progress=False)
+    rows.append({"ratio": float(ratio), "n_major": counts[0], "n_minor": counts[-1],
+                 **collapse.minority_collapse(solution.weight, minority),
+                 "majority_cos": collapse.minority_collapse(solution.weight, majority)["minority_cos"],
+                 "objective": float(solution.history["objective"].iloc[-1])})
+curve = pd.DataFrame(rows)
 print(curve.round(4).to_string(index=False))
 fig = nc_plots.minority_collapse_plot(curve)
 
@@ -140,7 +156,7 @@ self_check(ufm_metrics.etf_error < 1e-2 and ufm_metrics.nc1 < 1e-4
            and ufm_metrics.self_duality < 1e-3,
            f"balanced UFM: ETF error {ufm_metrics.etf_error:.1e} < 1e-2, NC1 "
            f"{ufm_metrics.nc1:.1e}, NC3 {ufm_metrics.self_duality:.1e}")
-self_check(abs(curve["minority_cos"].iloc[0] + 1 / (preset["mc_classes"] - 1)) < 1e-3,
+self_check(abs(curve["minority_cos"].iloc[0] + 1 / (preset.mc_classes - 1)) < 1e-3,
            "ratio 1: minority classifier rows have the ETF cosine -1/(C-1)")
 gaps = curve["minority_distance"].to_numpy()
 self_check(((gaps[1:] - gaps[:-1]) < 1e-6).all() and gaps[-1] < 1e-2,
@@ -159,16 +175,16 @@ self_check(((gaps[1:] - gaps[:-1]) < 1e-6).all() and gaps[-1] < 1e-2,
 # classifier rows.
 
 # %%
-deep = collapse.ufm(preset["dl_counts"], 8, loss="mse", bias=False, depth=preset["dl_depth"],
-                    steps=preset["dl_steps"], record_every=preset["dl_steps"],
+deep = collapse.ufm(preset.dl_counts, 8, loss="mse", bias=False, depth=preset.dl_depth,
+                    steps=preset.dl_steps, record_every=preset.dl_steps,
                     init_scale=0.5, seed=SEED, device=device, progress=False)
 per_layer = collapse.layerwise_metrics(deep.layer_features(), deep.labels)
 print(per_layer.round(5).to_string(index=False))
 fig = nc_plots.layerwise_plot(per_layer)
 
-shallow = collapse.ufm(preset["dl_counts"], 8, loss="mse", bias=False, steps=400,
+shallow = collapse.ufm(preset.dl_counts, 8, loss="mse", bias=False, steps=400,
                        record_every=400, seed=SEED, device=device, progress=False)
-predicted = collapse.ufm_mse_closed_form(preset["dl_counts"], 5e-3)
+predicted = collapse.ufm_mse_closed_form(preset.dl_counts, 5e-3)
 predicted["measured_feature_norm"] = collapse.mean_geometry(shallow.features,
                                                             shallow.labels).norms.cpu().numpy()
 predicted["measured_weight_norm"] = shallow.weight.norm(dim=1).cpu().numpy()
@@ -196,23 +212,28 @@ self_check(rel < 1e-2, f"one-layer norms match the closed form (max relative err
 # **orthogonal frame** (all pairwise cosines 0) whatever the class sizes, provided every batch holds
 # every class (full batch here).
 #
-# Two encoders identical up to the final ReLU are trained with `collapse.train_supcon` on
-# step-imbalanced digits (half of the classes keep 10% of their samples).
+# Two encoders identical up to the final ReLU are trained on step-imbalanced digits (half of the
+# classes keep 10% of their samples) by the same `train.fit` as every other network, with the loss
+# `collapse.supcon_loss` (a callable `(embeddings, labels) -> loss`). The outputs are embeddings,
+# not class logits, so `metrics=("loss",)`: an accuracy would mean nothing.
 
 # %%
-scl_train, _ = data.load(preset["scl_dataset"], seed=SEED)
-imbalanced = data.imbalance(data.subsample(scl_train, min(len(scl_train), 10 * preset["scl_n_major"]),
-                                           seed=SEED), ratio=preset["scl_ratio"], seed=SEED)
+scl_train, _ = data.load(preset.scl_dataset, seed=SEED)
+imbalanced = data.imbalance(data.subsample(scl_train, min(len(scl_train), 10 * preset.scl_n_major),
+                                           seed=SEED), ratio=preset.scl_ratio, seed=SEED)
 print("class sizes:", torch.bincount(imbalanced.tensors[1]).tolist())
 geometries = {}
 for relu in (True, False):
     torch.manual_seed(SEED)
-    encoder = models.MLP(imbalanced.tensors[0].shape[1], preset["scl_widths"], preset["scl_dim"])
+    encoder = models.MLP(imbalanced.tensors[0].shape[1], preset.scl_widths, preset.scl_dim)
     if relu:
         encoder = torch.nn.Sequential(encoder, torch.nn.ReLU())
-    collapse.train_supcon(encoder, imbalanced, epochs=preset["scl_epochs"], lr=preset["scl_lr"],
-                          temperature=preset["scl_temperature"], device=device, seed=SEED,
-                          progress=False)
+    scl_history = train.fit(encoder, imbalanced, loss=collapse.supcon_loss,
+                            loss_kwargs={"temperature": preset.scl_temperature},
+                            metrics=("loss",), optimizer="adam", lr=preset.scl_lr,
+                            epochs=preset.scl_epochs, device=device, seed=SEED, progress=False)
+    print(f"{'with' if relu else 'without'} ReLU: SupCon loss {scl_history['train_loss'].iloc[0]:.3f}"
+          f" -> {scl_history['train_loss'].iloc[-1]:.3f}")
     with torch.no_grad():
         x_scl, y_scl = toolkit.utils.as_tensors(imbalanced, device=device)
         embeddings = encoder.eval()(x_scl)
@@ -247,17 +268,17 @@ self_check(without_relu["std_cos"] > 3 * with_relu["std_cos"],
 # measured on the clean held-out digits.
 
 # %%
-ls_train, ls_test = data.load(preset["ls_dataset"], seed=SEED)
-if preset["ls_n_train"]:
-    ls_train = data.subsample(ls_train, preset["ls_n_train"], seed=SEED)
-noisy = data.label_noise(ls_train, preset["ls_noise"], seed=SEED)
+ls_train, ls_test = data.load(preset.ls_dataset, seed=SEED)
+if preset.ls_n_train:
+    ls_train = data.subsample(ls_train, preset.ls_n_train, seed=SEED)
+noisy = data.label_noise(ls_train, preset.ls_noise, seed=SEED)
 smoothing_runs, smoothing_nets = {}, {}
-for name, loss, kwargs in (("label smoothing", "label_smoothing", {"smoothing": preset["ls_alpha"]}),
-                           ("MaxSup", "maxsup", {"alpha": preset["ls_alpha"]})):
+for name, loss, kwargs in (("label smoothing", "label_smoothing", {"smoothing": preset.ls_alpha}),
+                           ("MaxSup", "maxsup", {"alpha": preset.ls_alpha})):
     torch.manual_seed(SEED)
-    model = models.MLP(noisy.tensors[0].shape[1], preset["ls_widths"], data.n_classes(noisy))
-    hist = train.fit(model, noisy, epochs=preset["ls_epochs"], lr=preset["ls_lr"], momentum=0.9,
-                     weight_decay=preset["ls_weight_decay"], schedule="cosine", loss=loss,
+    model = models.MLP(noisy.tensors[0].shape[1], preset.ls_widths, data.n_classes(noisy))
+    hist = train.fit(model, noisy, epochs=preset.ls_epochs, lr=preset.ls_lr, momentum=0.9,
+                     weight_decay=preset.ls_weight_decay, schedule="cosine", loss=loss,
                      loss_kwargs=kwargs, device=device, seed=SEED, progress=False)
     held_out = collapse.nc_metrics(*collapse.extract_features(model, ls_test))
     smoothing_runs[name] = {**held_out.as_dict(), "train_acc": hist["train_acc"].iloc[-1]}
@@ -271,8 +292,8 @@ x_ls, y_ls = toolkit.utils.as_tensors(noisy, device=device)
 with torch.no_grad():
     logits = smoothing_nets["MaxSup"].eval()(x_ls)
 correct = logits.argmax(1) == y_ls
-ls_fn = train.get_loss("label_smoothing", smoothing=preset["ls_alpha"])
-ms_fn = train.get_loss("maxsup", alpha=preset["ls_alpha"])
+ls_fn = train.get_loss("label_smoothing", smoothing=preset.ls_alpha)
+ms_fn = train.get_loss("maxsup", alpha=preset.ls_alpha)
 gap_correct = abs(float(ls_fn(logits[correct], y_ls[correct]) - ms_fn(logits[correct], y_ls[correct])))
 gap_wrong = float(ms_fn(logits[~correct], y_ls[~correct]) - ls_fn(logits[~correct], y_ls[~correct]))
 self_check(gap_correct < 1e-5 and gap_wrong > 0,
@@ -290,7 +311,7 @@ self_check(ls_nc1 < 0.9 * ms_nc1, f"label smoothing compresses classes more than
 # Jupyter, drag it; run headless, the panel shows the last epoch.
 
 # %%
-panel = nc_plots.epoch_panel(recorder.snapshots, history)
+panel = nc_widgets.epoch_panel(recorder.snapshots, history)
 panel
 
 # %%
@@ -302,7 +323,7 @@ self_check(len(recorder.snapshots) >= 3 and panel.n_draws >= 1,
 #
 # 1. Set the weight decay of section 1 to 1e-3 (`preset.with_(extra={"weight_decay": 1e-3})`).
 #    Predict: does NC1 still fall 10× after zero error? Check with `collapse.terminal_phase`.
-# 2. Replace `collapse.bn_mlp` by `models.MLP` (no batch norm) and compare the NC1 curves
+# 2. Build the MLP of section 1 with `norm=None` (no batch norm) and compare the NC1 curves
 #    (Pan & Cao 2023).
 # 3. In section 2, rerun the sweep with `weight_decay=5e-3`. At which ratio do the minority
 #    classifiers merge now? Why does weaker regularisation delay minority collapse?

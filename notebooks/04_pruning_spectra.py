@@ -39,8 +39,10 @@ import copy
 
 import toolkit
 from toolkit import data, models, plotting, presets, pruning, spectra, train
+from toolkit.plotting import pruning as pruning_plots
 from toolkit.plotting import spectra as spectra_plots
 from toolkit.utils import self_check
+from toolkit.widgets import pruning as pruning_widgets
 
 preset = presets.get_preset("pruning", PRESET)
 device = toolkit.get_device(DEVICE)
@@ -61,7 +63,7 @@ print(f"{preset.dataset}: {len(train_set)} train / {len(test_set)} test, device 
 # Marchenko–Pastur bulk $[\sigma^2(\sqrt N-\sqrt M)^2,\ \sigma^2(\sqrt N+\sqrt M)^2]$. Training
 # correlates the entries: eigenvalues escape above the bulk edge ("spikes") and the tail gets
 # heavier (smaller $\alpha$). The control is the same trained layer with its entries shuffled
-# (`spectra.randomized`): same entry distribution, no learned structure.
+# (`spectra.shuffle_weights`): same entry distribution, no learned structure.
 #
 # `spectra.powerlaw_alpha` is the textbook fit: MLE $\hat\alpha = 1 + n/\sum\ln(\lambda_i/x_{\min})$
 # with $x_{\min}$ chosen by minimum Kolmogorov–Smirnov distance, all candidates at once. It equals
@@ -90,7 +92,7 @@ print(report[columns].round(3).to_string())
 # %%
 hidden = [name for name, _ in pruning.prunable_layers(model, exclude)]
 fig = spectra_plots.layer_esds({"init": init, "trained": model,
-                                "trained, shuffled": spectra.randomized(model, seed=SEED)},
+                                "trained, shuffled": spectra.shuffle_weights(model, seed=SEED)},
                                layers=hidden)
 
 # %% [markdown]
@@ -138,10 +140,10 @@ print("relative operator-norm error (mean over layers):")
 print(sweep.pivot(index="method", columns="amount", values="operator").round(3).to_string())
 
 # %%
-fig = spectra_plots.pruning_curves(sweep, error="operator_max", dense_acc=dense_acc)
+fig = pruning_plots.pruning_curves(sweep, error="operator_max", dense_acc=dense_acc)
 
 # %%
-fig = spectra_plots.alpha_curves(sweep)
+fig = pruning_plots.alpha_curves(sweep)
 
 # %%
 layer = preset.panel_layer
@@ -151,7 +153,7 @@ for method in pruning.METHODS:
     pruned = pruning.prune(copy.deepcopy(model), method=method, amount=0.75, scope=scope,
                            exclude=exclude, seed=SEED)
     pruned_layers[f"{method} 75%"] = dict(pruning.prunable_layers(pruned))[layer]
-ax = spectra_plots.singular_values_plot(dense_layer, pruned_layers)
+ax = pruning_plots.singular_values_plot(dense_layer, pruned_layers)
 ax.set_title(f"{layer}: singular values before / after pruning")
 
 # %% [markdown]
@@ -209,7 +211,7 @@ for lr in preset.lottery_lrs:
     lottery[f"lr {lr}"] = result.history
     print(f"lr {lr}")
     print(result.history.round(3).to_string(index=False))
-fig = spectra_plots.lottery_plot(lottery)
+fig = pruning_plots.lottery_plot(lottery)
 
 # %%
 small_lr, large_lr = (lottery[f"lr {lr}"].iloc[-1] for lr in preset.lottery_lrs)
@@ -230,8 +232,8 @@ self_check(gap_large < gap_small,
 # the sweep's curves) are redrawn together. Run headless, the panel shows its initial state.
 
 # %%
-panel = spectra_plots.sparsity_panel(model, test_set, layer=preset.panel_layer, sweep=sweep,
-                                     scope=scope, exclude=exclude, seed=SEED, sparsity=0.75)
+panel = pruning_widgets.sparsity_panel(model, test_set, layer=preset.panel_layer, sweep=sweep,
+                                       scope=scope, exclude=exclude, seed=SEED, sparsity=0.75)
 panel
 
 # %%

@@ -238,3 +238,30 @@ def test_analyze_ntk_summary_is_the_same_in_every_mode(tmp_path, capsys):
         assert torch.load(tmp_path / "ntk.pt", weights_only=True)["mode"] == mode
     assert summaries["diagonal"] == pytest.approx(summaries["trace"], rel=1e-3)
     assert summaries["full"] == pytest.approx(summaries["trace"], rel=1e-3)
+
+
+def test_collapse_preset_builds_the_batch_norm_mlp_through_extra():
+    """No special model registry: the collapse preset names model "mlp" with norm="batch" in its
+    extra knobs, passed through like any constructor argument."""
+    from toolkit import models, presets
+    p = presets.get_preset("collapse", "toy")
+    tr, _ = cli.build_dataset(cli.dataset_spec(p, seed=0))
+    spec = cli.model_spec(p, tr)
+    assert spec["name"] == "mlp"
+    assert spec["kwargs"]["norm"] == "batch" and spec["kwargs"]["out_dim"] == 10
+    model = cli.build_model(spec)
+    assert isinstance(model, models.MLP)
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == len(p.widths)
+    assert not hasattr(cli, "EXTRA_MODELS")
+
+
+def test_a_run_written_with_the_retired_bn_mlp_name_fails_naming_the_fix(tmp_path, capsys):
+    run = tmp_path / "old_run"
+    run.mkdir()
+    (run / cli.RUN_FILE).write_text(json.dumps({
+        "model": {"name": "bn_mlp", "kwargs": {"in_dim": 64, "widths": [8], "n_classes": 10}},
+        "dataset": {"name": "digits", "kwargs": {"seed": 0}}}))
+    (run / train.CHECKPOINT_NAME).write_bytes(b"")
+    code, _, err = run_cli(["analyze", "eval", "--checkpoint", str(run)], capsys)
+    assert code == 2
+    assert "'bn_mlp'" in err and '"norm": "batch"' in err and '"out_dim"' in err

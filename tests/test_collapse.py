@@ -455,8 +455,14 @@ def test_ufm_bias_free_mse_matches_closed_form_orthogonal_frame():
 
 
 def test_ufm_minority_collapse_grows_with_ratio():
-    curve = collapse.minority_collapse_curve([1, 4, 16], n_classes=4, n_major=16,
-                                             weight_decay=0.2, steps=150, progress=False)
+    # the sweep of notebook 03 (a visible cell there): one CE UFM per ratio, classes 2-3 minority
+    rows = []
+    for ratio in (1, 4, 16):
+        counts = data.class_counts(1.0 / ratio, 16, 4, profile="step", minority_classes=2)
+        res = collapse.ufm(counts, 4, loss="ce", weight_decay=0.2, steps=150, record_every=150,
+                           progress=False)
+        rows.append(collapse.minority_collapse(res.weight, [2, 3]))
+    curve = pd.DataFrame(rows)
     assert curve["minority_cos"].iloc[0] == pytest.approx(-1 / 3, abs=1e-3)  # ETF at ratio 1
     assert curve["minority_cos"].is_monotonic_increasing
     assert curve["minority_distance"].is_monotonic_decreasing
@@ -522,13 +528,15 @@ def test_supcon_prefers_simplex_then_orthogonal_frame_then_random():
     assert values[0] < values[1] < values[2]
 
 
-def test_train_supcon_relu_gives_near_orthogonal_frame_under_imbalance():
+def test_supcon_through_fit_relu_gives_near_orthogonal_frame_under_imbalance():
     train_set, _ = data.gaussian_mixture(n_samples=400, n_classes=4, dim=6, seed=2)
     imb = data.imbalance(train_set, ratio=0.2, seed=0)
     torch.manual_seed(0)
     enc = torch.nn.Sequential(models.MLP(6, [32], 8), torch.nn.ReLU())
-    hist = collapse.train_supcon(enc, imb, epochs=150, lr=1e-2, progress=False)
-    assert hist["loss"].iloc[-1] < hist["loss"].iloc[0]
+    hist = train.fit(enc, imb, loss=collapse.SupConLoss(temperature=0.1), metrics=("loss",),
+                     optimizer="adam", lr=1e-2, epochs=150, device="cpu", progress=False)
+    assert hist["train_loss"].iloc[-1] < hist["train_loss"].iloc[0]
+    assert "train_acc" not in hist  # embeddings, not logits: no accuracy column
     with torch.no_grad():
         z = enc.eval()(imb.tensors[0])
     geo = collapse.mean_geometry(z, imb.tensors[1], normalize=True).as_dict()
@@ -555,11 +563,48 @@ def test_mean_geometry_distinguishes_orthogonal_frame_and_etf():
     assert centred.as_dict()["etf_deviation"] < 1e-12
 
 
-def test_bn_mlp_interface():
-    net = collapse.bn_mlp(5, [8, 8], 3)
+# ----------------------------------------------------------------------- deprecated names
+def test_bn_mlp_is_a_deprecated_alias_of_the_batch_norm_mlp():
+    with pytest.warns(DeprecationWarning, match=r"models\.MLP"):
+        net = collapse.bn_mlp(5, [8, 8], 3)
+    assert isinstance(net, models.MLP) and net.norm == "batch"
     x = torch.randn(10, 5)
     assert net(x).shape == (10, 3) and net.features(x).shape == (10, 8)
     assert isinstance(net.head, torch.nn.Linear)
+
+
+def test_train_supcon_is_a_deprecated_alias_of_fit():
+    train_set, _ = data.gaussian_mixture(n_samples=120, n_classes=3, dim=4, seed=1)
+    torch.manual_seed(0)
+    enc = models.MLP(4, [16], 6)
+    with pytest.warns(DeprecationWarning, match=r"train\.fit"):
+        hist = collapse.train_supcon(enc, train_set, epochs=20, lr=1e-2, progress=False)
+    torch.manual_seed(0)
+    again = models.MLP(4, [16], 6)
+    ref = train.fit(again, train_set, loss=collapse.supcon_loss, metrics=("loss",),
+                    optimizer="adam", lr=1e-2, epochs=20, device="cpu", progress=False)
+    assert list(hist["loss"]) == list(ref["train_loss"])  # the same run, old column name
+    assert hist["loss"].iloc[-1] < hist["loss"].iloc[0]
+
+
+def test_epoch_panel_moved_to_widgets_with_a_deprecated_alias():
+    from toolkit.plotting import collapse as nc_plots
+    from toolkit.widgets import collapse as nc_widgets
+
+    with pytest.warns(DeprecationWarning, match="toolkit.widgets.collapse.epoch_panel"):
+        old = nc_plots.epoch_panel
+    assert old is nc_widgets.epoch_panel
+    assert "epoch_panel" not in nc_plots.__all__
+
+
+def test_package_reexports_every_public_name_of_its_modules():
+    import importlib
+
+    for name in ("metrics", "accumulator", "features", "ufm", "supcon"):
+        module = importlib.import_module(f"toolkit.collapse.{name}")
+        for public in module.__all__:
+            assert getattr(collapse, public) is getattr(module, public), (name, public)
+    assert not hasattr(collapse, "minority_collapse_curve")  # the sweep lives in notebook 03
 
 
 # --------------------------------------------------------------------------------- plotting
@@ -583,12 +628,13 @@ def test_panel_and_views_draw_headless():
 
     matplotlib.use("Agg")
     from toolkit.plotting import collapse as nc_plots
+    from toolkit.widgets import collapse as nc_widgets
 
     train_set, net = _tiny_problem()
     cb = collapse.CollapseCallback(train_set, every=2, snapshot=16)
     hist = train.fit(net, train_set, epochs=4, lr=0.1, callbacks=[cb], progress=False,
                      device="cpu")
-    panel = nc_plots.epoch_panel(cb.snapshots, hist)
+    panel = nc_widgets.epoch_panel(cb.snapshots, hist)
     assert panel.n_draws == 1 and len(panel.figure.axes) == 2
     panel.controls["epoch"].value = 2
     assert panel.n_draws == 2

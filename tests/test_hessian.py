@@ -298,3 +298,11 @@ def test_minority_majority_splits_by_class_size():
     assert minority == pytest.approx(-0.3) and majority == pytest.approx(-0.02)
     with pytest.raises(ValueError, match="no minority"):
         hessian.minority_majority(table.assign(n_samples=50))
+
+
+def test_old_name_eigen_warns_and_is_the_result_class():
+    model, x, y = _problem()
+    with pytest.warns(DeprecationWarning, match="Eigenpairs"):
+        old = hessian.Eigen
+    assert old is hessian.Eigenpairs
+    assert isinstance(hessian.top_eigenvalues(model, "ce", (x, y)), old)

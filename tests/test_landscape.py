@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from toolkit import landscape, models, train
+from toolkit import _grid, landscape, models, train
 
 
 def _data(n=60, d=6, classes=3, seed=0):
@@ -126,9 +126,9 @@ def test_first_layer_shortcut_is_used_only_when_valid_and_gives_the_same_numbers
     torch.manual_seed(0)
     x, y = _data()
     mlp = models.MLP(6, [10], 3)
-    assert landscape._first_linear_layer(mlp, x) == "features.1"
+    assert _grid.first_linear_layer(mlp, x) == "features.1"
     shared = _Shared()
-    assert landscape._first_linear_layer(shared, x) is None
+    assert _grid.first_linear_layer(shared, x) is None
     for net in (mlp, shared):
         d1 = landscape.random_direction(net, seed=1)
         d2 = landscape.random_direction(net, seed=2)
@@ -207,8 +207,8 @@ def test_fast_cross_entropy_equals_torch(classes):
     gen = torch.Generator().manual_seed(classes)
     logits = 5 * torch.randn(300, classes, generator=gen, dtype=torch.float64)
     labels = torch.randint(0, classes, (300,), generator=gen)
-    assert landscape._resolve_loss("ce") is landscape._cross_entropy
-    assert landscape._resolve_loss(F.cross_entropy) is landscape._cross_entropy
+    assert landscape._grid_loss("ce") is landscape._cross_entropy
+    assert landscape._grid_loss(F.cross_entropy) is landscape._cross_entropy
     expected = F.cross_entropy(logits, labels)
     assert float(landscape._cross_entropy(logits, labels)) == pytest.approx(float(expected),
                                                                            rel=1e-12)

@@ -85,3 +85,62 @@ def test_mlp_errors(kwargs, match):
 def test_build_unknown_model():
     with pytest.raises(ValueError, match="mlp"):
         models.build("vgg")
+
+
+# ------------------------------------------------------------------------- MLP(norm="batch")
+def test_batch_norm_mlp_has_bn_after_every_hidden_linear():
+    m = models.MLP(5, [8, 6], 3, norm="batch")
+    kinds = [type(layer).__name__ for layer in m.features]
+    assert kinds == ["Flatten", "Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU"]
+    assert [layer.num_features for layer in m.features if isinstance(layer, torch.nn.BatchNorm1d)
+            ] == [8, 6]
+    assert isinstance(m.head, torch.nn.Linear) and m.norm == "batch"
+
+
+def test_batch_norm_mlp_has_the_parameters_of_the_old_bn_mlp():
+    # collapse.bn_mlp (removed) was Linear -> BatchNorm1d -> ReLU per hidden layer, then the head:
+    # weights and biases of every Linear plus a scale and a shift per BN channel
+    m = models.MLP(5, [8, 8], 3, norm="batch")
+    expected = (5 * 8 + 8 + 2 * 8) + (8 * 8 + 8 + 2 * 8) + (8 * 3 + 3)
+    assert models.count_parameters(m) == expected
+    assert sorted(m.state_dict()) == sorted([
+        "features.1.weight", "features.1.bias", "features.2.weight", "features.2.bias",
+        "features.2.running_mean", "features.2.running_var", "features.2.num_batches_tracked",
+        "features.4.weight", "features.4.bias", "features.5.weight", "features.5.bias",
+        "features.5.running_mean", "features.5.running_var", "features.5.num_batches_tracked",
+        "head.weight", "head.bias"])
+
+
+def test_batch_norm_mlp_train_mode_uses_the_batch_eval_mode_the_running_statistics():
+    torch.manual_seed(0)
+    m = models.MLP(4, [16], 2, norm="batch")
+    x = torch.randn(32, 4) * 3 + 1
+    m.train()
+    full = m(x)
+    # training mode: each output depends on the other samples of the batch
+    assert not torch.allclose(full[:4], m(x[:4]))
+    bn = m.features[2]
+    assert int(bn.num_batches_tracked) == 2 and not torch.allclose(bn.running_mean,
+                                                                   torch.zeros(16))
+    m.eval()
+    # eval mode: a per-sample function, normalised by the stored statistics
+    assert torch.allclose(m(x)[:4], m(x[:4]), atol=1e-6)
+    h = m.features[1](x[:4])
+    expected = (h - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    assert torch.allclose(m.features[:3](x[:4]), expected, atol=1e-5)
+
+
+def test_norm_none_keeps_the_plain_mlp_bit_identical():
+    torch.manual_seed(3)
+    plain = models.MLP(6, [10, 7], 4)
+    torch.manual_seed(3)
+    explicit = models.MLP(6, [10, 7], 4, norm=None)
+    assert plain.state_dict().keys() == explicit.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
+                                                 explicit.state_dict().values()))
+    assert not any(isinstance(layer, torch.nn.BatchNorm1d) for layer in explicit.modules())
+
+
+def test_unknown_norm_is_refused():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        models.MLP(4, [8], 2, norm="layer")

@@ -6,7 +6,7 @@ import jupytext
 import nbformat
 import pytest
 
-from toolkit.demo import count_self_checks, run_notebook
+from toolkit.run_notebooks import count_self_checks, run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
@@ -58,3 +58,20 @@ def test_self_check_counting():
                                            evalue="SELF-CHECK FAILED: c", traceback=[])]
     nb.cells = [cell]
     assert count_self_checks(nb) == (2, 1)
+
+
+def test_old_module_toolkit_demo_warns_and_still_runs_the_runner():
+    import importlib
+    import subprocess
+    import sys
+
+    import toolkit.run_notebooks as runner
+
+    sys.modules.pop("toolkit.demo", None)
+    with pytest.warns(DeprecationWarning, match="toolkit.run_notebooks"):
+        demo = importlib.import_module("toolkit.demo")
+    assert demo.run_notebook is runner.run_notebook and demo.main is runner.main
+    proc = subprocess.run([sys.executable, "-m", "toolkit.demo", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "toolkit.run_notebooks" in proc.stdout
+    assert "DeprecationWarning" in proc.stderr

@@ -1,5 +1,6 @@
-"""Tests of toolkit.ntk: each one fails if the math is wrong (closed forms, identities, and
-agreement of independent methods). float64 wherever a tolerance matters."""
+"""Tests of toolkit.ntk (empirical, structured, analytic, predict, linearize, callbacks,
+surrogates): each one fails if the math is wrong (closed forms, identities, and agreement of
+independent methods). float64 wherever a tolerance matters."""
 
 import math
 
@@ -9,6 +10,7 @@ import torch.nn.utils.prune
 from torch import nn
 
 from toolkit import models, ntk, train
+from toolkit.ntk import empirical
 
 # torch's forward-mode AD loads TorchScript decompositions on first use; not our warning
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
@@ -184,7 +186,7 @@ def test_tiny_memory_budget_gives_small_blocks_and_same_kernel():
 def test_block_schedule_tiles_the_kernel_once():
     for n1, n2, c, sym in ((10, 10, 3, True), (10, 7, 4, False), (5, 5, 5, True)):
         seen = torch.zeros(n1, n2, dtype=torch.int64)
-        for rows, cols in ntk.block_schedule(n1, n2, c, sym):
+        for rows, cols in empirical._block_schedule(n1, n2, c, sym):
             seen[rows.start:rows.stop, cols.start:cols.stop] += 1
             if sym and cols.start != rows.start:
                 seen[cols.start:cols.stop, rows.start:rows.stop] += 1
@@ -202,8 +204,8 @@ def test_kernel_is_symmetric_and_positive_semidefinite():
 
 def test_auto_uses_structured_for_mlps_and_agrees():
     model, x = _mlp(), _x(6)
-    ctx = ntk._make_context(model, x)
-    assert ntk._pick_method(ctx, 6, 6, "trace") == "structured"
+    ctx = empirical._make_context(model, x)
+    assert empirical._pick_method(ctx, 6, 6, "trace") == "structured"
     torch.testing.assert_close(
         ntk.empirical_ntk(model, x, progress=False),
         ntk.empirical_ntk(model, x, method="jacobian", progress=False))
@@ -226,7 +228,7 @@ def test_batchnorm_in_train_mode_raises():
 
 def test_active_dropout_raises():
     model = nn.Sequential(nn.Linear(5, 8), nn.Dropout(0.5), nn.Linear(8, 1)).to(DT)
-    with pytest.raises(ValueError, match="dropout"):
+    with pytest.raises(ValueError, match="Dropout"):
         ntk.empirical_ntk(model, _x(4))
     model.eval()
     ntk.empirical_ntk(model, _x(4), progress=False)
@@ -551,45 +553,157 @@ def test_as_relu_mlp_is_the_same_network_at_initialisation():
     torch.testing.assert_close(gated.as_relu_mlp()(x), gated(x))
 
 
-# ------------------------------------------------------------------- experiment helpers (nb 01)
+# ------------------------------------------------------- primitives of notebook 01's experiments
 
 
-def test_loglog_slope_recovers_a_power_law():
-    widths = [16, 64, 256, 1024]
-    assert math.isclose(ntk.loglog_slope(widths, [3 * w**-0.5 for w in widths]), -0.5,
+def test_residual_modes_is_exact_for_a_linear_model_trained_by_gd():
+    """f(x) = W x + b is linear in its parameters, so GD on mean MSE is exactly kernel GD with
+    Θ = x x'ᵀ + 1: each mode of the residual decays as (1 - η'λ)^t to rounding error."""
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1).to(DT)
+    x = _x(8)
+    y = torch.sin(x[:, :1] * 2)
+    k = ntk.empirical_ntk(model, x, progress=False)
+    torch.testing.assert_close(k, x @ x.T + 1, rtol=1e-12, atol=1e-12)
+    lr = ntk.stable_lr(k, target=1.5) / 2  # η'λ_max = 0.75
+    record = ntk.OutputRecorder(x)
+    train.fit(model, (x, y), loss="mse", lr=lr, epochs=20, device="cpu", callbacks=[record],
+              callback_every=2, progress=False)
+    residuals = record.outputs[..., 0] - y[:, 0]
+    table = ntk.residual_modes(k, residuals, ntk.gd_kernel_lr(lr, 8), steps=record.epochs,
+                               n_modes=4)
+    assert len(table) == len(record.epochs) * 4 and set(table["mode"]) == {1, 2, 3, 4}
+    diff = (table["measured"] - table["predicted"]).abs().max()
+    assert diff < 1e-10
+    assert table[table.step == 0]["measured"].eq(1.0).all()
+    at_20 = table[table.step == 20].sort_values("mode")
+    assert at_20["eigenvalue"].is_monotonic_decreasing
+    assert at_20["predicted"].is_monotonic_increasing  # large eigenvalues are learned first
+
+
+def test_residual_modes_follows_the_kernel_gd_recursion():
+    """Feed the exact kernel GD trajectory (kernel_regression, discrete time) as residuals, with
+    steps not starting at 0 and a step size above 1/λ_max (signs alternate): measured = predicted."""
+    k, _, y, f0, _ = _kernel_problem()
+    k, y, f0 = k / torch.linalg.eigvalsh(k).max(), y[:, :1], f0[:, :1]
+    steps, eta = list(range(3, 30, 3)), 1.7
+    traj = ntk.kernel_regression(k, y, k, t=steps, lr=eta, f0_train=f0, f0_test=f0,
+                                 discrete=True)
+    table = ntk.residual_modes(k[:, :, None, None], traj - y, eta, steps=steps, n_modes=3)
+    torch.testing.assert_close(torch.tensor(table["measured"].to_numpy()),
+                               torch.tensor(table["predicted"].to_numpy()), rtol=1e-8, atol=1e-12)
+    assert (table["predicted"] < 0).any()  # 1 - η'λ_1 < 0: the sign is kept, not only |.|
+    assert table[table.step == 3]["predicted"].eq(1.0).all()  # counted from the first row
+
+
+def test_residual_modes_argument_errors():
+    k, _, y, _, _ = _kernel_problem()
+    r = torch.randn(4, 8, dtype=DT)
+    with pytest.raises(ValueError, match="residuals"):
+        ntk.residual_modes(k, r[:, :5], 0.1)
+    with pytest.raises(ValueError, match="steps"):
+        ntk.residual_modes(k, r, 0.1, steps=[0, 1])
+    with pytest.raises(ValueError, match="n_modes"):
+        ntk.residual_modes(k, r, 0.1, n_modes=9)
+    with pytest.raises(ValueError, match="lr"):
+        ntk.residual_modes(k, r, -1.0)
+    with pytest.raises(ValueError, match="square"):
+        ntk.residual_modes(k[:, :5], r, 0.1)
+
+
+def test_stable_lr_sets_the_function_space_step():
+    k, _, _, _, _ = _kernel_problem()
+    lr = ntk.stable_lr(k, target=0.5)
+    assert math.isclose(ntk.gd_kernel_lr(lr, 8) * float(torch.linalg.eigvalsh(k).max()), 0.5,
                         rel_tol=1e-12)
 
 
-def test_spectral_decay_is_exact_for_kernel_dynamics():
-    """Feed the kernel's own GD trajectory as the 'network': every mode must decay exactly as
-    (1 - eta lambda)^t, which checks the eigen-projection bookkeeping."""
-    k, _, y, f0, _ = _kernel_problem()
-    k, y, f0 = k / torch.linalg.eigvalsh(k).max(), y[:, :1], f0[:, :1]
-    epochs, eta = list(range(0, 30, 3)), 0.7
-    traj = ntk.kernel_regression(k, y, k, t=epochs, lr=eta, f0_train=f0, f0_test=f0,
-                                 discrete=True)
-    run = ntk.EquivalenceRun(8, 0, epochs, traj, traj, traj, traj, k, y, eta)
-    table = ntk.spectral_decay(run, n_modes=3)
-    assert run.gap == 0.0
-    torch.testing.assert_close(torch.tensor(table["measured"].to_numpy()),
-                               torch.tensor(table["predicted"].to_numpy()), rtol=1e-8, atol=1e-12)
-    first = table[table.epoch == 3].sort_values("mode")
-    assert first["eigenvalue"].is_monotonic_decreasing
-
-
-def test_ntk_equivalence_starts_on_the_kernel_prediction():
+def test_trained_net_starts_on_its_kernel_prediction():
+    """The notebook's equivalence procedure on the primitives: at t = 0 the network and kernel
+    regression with its own Θ₀ and f₀ coincide; later they differ by a small gap."""
     x = torch.linspace(-1, 1, 6, dtype=DT)[:, None]
     y, xs = torch.sin(3 * x), torch.linspace(-1, 1, 9, dtype=DT)[:, None]
-    (run,) = ntk.ntk_equivalence((x, y), (xs, xs), [32], epochs=3, progress=False)
-    assert run.epochs == [0, 1, 2, 3] and run.net_test.shape == (4, 9, 1)
-    torch.testing.assert_close(run.net_test[0], run.kernel_test[0])  # t = 0: both are f_0
-    assert 0 < run.gap < 0.5
+    lr = ntk.stable_lr(ntk.analytic_ntk(x, depth=1, sigma_b=1.0), target=0.5)
+    torch.manual_seed(0)
+    net = models.MLP(1, [32], 1, parameterization="ntk", sigma_b=1.0).to(DT)
+    k, k_s = (ntk.empirical_ntk(net, x, progress=False),
+              ntk.empirical_ntk(net, xs, x, progress=False))
+    record = ntk.OutputRecorder(torch.cat([x, xs]))
+    train.fit(net, (x, y), loss="mse", lr=lr, epochs=3, device="cpu", callbacks=[record],
+              progress=False)
+    f_net = record.outputs
+    f_kernel = ntk.kernel_regression(k, y, k_s, t=record.epochs, lr=ntk.gd_kernel_lr(lr, 6),
+                                     f0_train=f_net[0, :6], f0_test=f_net[0, 6:], discrete=True)
+    assert record.epochs == [0, 1, 2, 3] and f_kernel.shape == (4, 9, 1)
+    torch.testing.assert_close(f_net[0, 6:], f_kernel[0])  # t = 0: both are f_0
+    gap = float((f_net[:, 6:] - f_kernel).pow(2).mean().sqrt())
+    assert 0 < gap < 0.5
 
 
-def test_width_convergence_error_shrinks_with_width():
-    table = ntk.width_convergence(_x(6), [16, 1024], depth=1, seeds=(0, 1), progress=False)
-    mean = table.groupby("width")["rel_error"].mean()
-    assert mean[1024] < 0.5 * mean[16]
+def test_empirical_ntk_converges_to_the_analytic_kernel_with_width():
+    x = _x(6)
+    k_inf = ntk.analytic_ntk(x, depth=1)
+    errors = {}
+    for width in (16, 1024):
+        errs = []
+        for seed in (0, 1):
+            torch.manual_seed(seed)
+            net = models.MLP(5, [width], 1, parameterization="ntk").to(DT)
+            errs.append(ntk.relative_change(k_inf, ntk.empirical_ntk(net, x, progress=False)))
+        errors[width] = sum(errs) / 2
+    assert errors[1024] < 0.5 * errors[16]
+
+
+def test_check_ntk_ready_refuses_training_mode_batchnorm_and_returns_the_model():
+    model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8))
+    with pytest.raises(ValueError, match=r"BatchNorm1d.*NTK.*model\.eval\(\)"):
+        ntk.check_ntk_ready(model)
+    assert ntk.check_ntk_ready(model.eval()) is model
+    with pytest.raises(TypeError, match="nn.Module"):
+        ntk.check_ntk_ready("not a model")
+
+
+# ------------------------------------------------------------------ deprecated names (one release)
+
+
+def test_deprecated_names_warn_and_work():
+    from toolkit.utils import loglog_slope
+
+    widths = [16, 64, 256, 1024]
+    with pytest.warns(DeprecationWarning, match="toolkit.utils.loglog_slope"):
+        old_slope = ntk.loglog_slope
+    assert old_slope is loglog_slope
+    assert math.isclose(old_slope(widths, [3 * w**-0.5 for w in widths]), -0.5, rel_tol=1e-12)
+    with pytest.warns(DeprecationWarning, match="block_schedule"):
+        schedule = ntk.block_schedule
+    assert schedule(4, 4, 2, True) == empirical._block_schedule(4, 4, 2, True)
+    with pytest.warns(DeprecationWarning, match="default_memory_budget"):
+        budget = ntk.default_memory_budget
+    assert budget(torch.device("cpu")) == 1 << 30
+    with pytest.raises(AttributeError, match="width_convergence"):
+        ntk.width_convergence  # noqa: B018  (an experiment driver: removed, now notebook cells)
+
+
+def test_equivalence_panel_moved_to_widgets():
+    from toolkit.plotting import ntk as ntk_plots
+    from toolkit.widgets import ntk as ntk_widgets
+
+    with pytest.warns(DeprecationWarning, match="toolkit.widgets.ntk.equivalence_panel"):
+        old = ntk_plots.equivalence_panel
+    assert old is ntk_widgets.equivalence_panel
+
+
+def test_no_ntk_module_imports_the_training_core():
+    import ast
+    from pathlib import Path
+
+    for path in Path(empirical.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for a in node.names]
+        names += [f"{node.module}." + ".".join(a.name for a in node.names)
+                  for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+        assert not any("train" in n.split(".") for n in names), path.name
 
 
 def test_layer_applied_to_a_reshaped_batch_falls_back():

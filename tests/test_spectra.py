@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from toolkit import spectra
-from toolkit.spectra import esd, layer_report, powerlaw_alpha, randomized
+from toolkit.spectra import esd, layer_report, powerlaw_alpha, shuffle_weights
 
 # ----------------------------------------------------------------------------------------- esd
 
@@ -75,7 +75,7 @@ def test_esd_uses_effective_weight_of_pruned_and_ntk_layers():
 def test_esd_rejects_bad_input():
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         esd(torch.randn(5))
-    with pytest.raises(ValueError, match="conv="):
+    with pytest.raises(ValueError, match="conv must be one of"):
         esd(torch.randn(3, 3, 2, 2), conv="im2col")
     with pytest.raises(TypeError):
         esd([[1.0, 2.0]])
@@ -269,15 +269,15 @@ def test_random_layers_have_no_spikes_and_small_heads_get_nan():
 def test_layer_report_rejects_models_without_layers():
     with pytest.raises(ValueError, match="no nn.Linear"):
         layer_report(nn.Sequential(nn.ReLU()))
-    with pytest.raises(ValueError, match="conv="):
+    with pytest.raises(ValueError, match="conv must be one of"):
         layer_report(nn.Linear(3, 3), conv="bad")
 
 
-def test_randomized_permutes_entries_per_layer():
+def test_shuffle_weights_permutes_entries_per_layer():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Conv1d(8, 4, 3))
     before = [p.detach().clone() for p in model.parameters()]
-    shuffled = randomized(model, seed=3)
+    shuffled = shuffle_weights(model, seed=3)
     for p, b in zip(model.parameters(), before):
         assert torch.equal(p, b)  # input untouched
     for layer in (0, 2):
@@ -285,7 +285,7 @@ def test_randomized_permutes_entries_per_layer():
         assert torch.equal(torch.sort(w.flatten()).values, torch.sort(ws.flatten()).values)
         assert not torch.equal(w, ws)
     assert torch.equal(model[0].bias, shuffled[0].bias)
-    again = randomized(model, seed=3)
+    again = shuffle_weights(model, seed=3)
     assert torch.equal(again[0].weight, shuffled[0].weight)
 
 
@@ -309,5 +309,16 @@ def test_layer_esds_has_one_panel_per_layer():
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(40, 60), nn.ReLU(), nn.Linear(60, 50))
-    fig = spectra_plots.layer_esds({"a": model, "shuffled": randomized(model)})
+    fig = spectra_plots.layer_esds({"a": model, "shuffled": shuffle_weights(model)})
     assert len(fig.axes) == 2
+
+
+def test_old_name_randomized_warns_and_still_shuffles():
+    from toolkit import spectra
+
+    model = nn.Sequential(nn.Linear(6, 5))
+    with pytest.warns(DeprecationWarning, match="shuffle_weights"):
+        old = spectra.randomized
+    assert old is shuffle_weights
+    w0, w1 = model[0].weight.detach(), old(model, seed=1)[0].weight.detach()
+    assert torch.equal(torch.sort(w0.reshape(-1)).values, torch.sort(w1.reshape(-1)).values)

@@ -180,3 +180,44 @@ def test_get_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             toolkit.get_device("cuda")
+
+
+# ------------------------------------------------------------ a callable loss on embeddings
+def test_fit_with_a_supcon_callable_loss_on_embeddings(blobs):
+    """A contrastive loss through fit: the loss falls on separable blobs and the history holds no
+    accuracy (the argmax of an embedding is no prediction)."""
+    from toolkit import collapse
+
+    tr, te = blobs
+    torch.manual_seed(0)
+    encoder = models.MLP(4, [16], 8)  # 8-dim embeddings of 3 classes
+    h = train.fit(encoder, tr, test=te, loss=collapse.supcon_loss,
+                  loss_kwargs={"temperature": 0.2}, metrics=("loss",), optimizer="adam",
+                  lr=1e-2, epochs=40, progress=False, device="cpu")
+    # SupCon >= mean_i log|P(i)| (Jensen: the positives' probabilities sum to at most 1); the
+    # gap to that bound, reached by collapsed well-separated classes, must mostly close
+    sizes = torch.bincount(tr.tensors[1]).double()
+    bound = float((sizes * torch.log(sizes - 1)).sum() / sizes.sum())
+    gaps = h["train_loss"] - bound
+    assert (gaps > 0).all() and gaps.iloc[-1] < 0.3 * gaps.iloc[0]
+    assert h["test_loss"].iloc[-1] < h["test_loss"].iloc[0]
+    assert not {"train_acc", "test_acc"} & set(h.columns)
+    # the epoch-0 row is the loss of the untrained encoder on the whole set, in eval mode
+    torch.manual_seed(0)
+    fresh = models.MLP(4, [16], 8)
+    x, y = tr.tensors
+    with torch.no_grad():
+        expected = float(collapse.supcon_loss(fresh.eval()(x), y, temperature=0.2))
+    assert math.isclose(h["train_loss"].iloc[0], expected, rel_tol=1e-6)
+
+
+def test_evaluate_metrics_option(blobs):
+    tr, _ = blobs
+    m = _model()
+    both = train.evaluate(m, tr)
+    only_loss = train.evaluate(m, tr, metrics=("loss",))
+    assert set(both) == {"loss", "acc"} and set(only_loss) == {"loss"}
+    assert only_loss["loss"] == both["loss"]
+    for bad in ("loss", (), ("acc",), ("loss", "f1")):
+        with pytest.raises(ValueError, match="metrics"):
+            train.fit(_model(), tr, epochs=1, metrics=bad, progress=False)

@@ -3,7 +3,9 @@
 Core: :mod:`toolkit.data`, :mod:`toolkit.models`, :mod:`toolkit.train`, :mod:`toolkit.presets`.
 Methods: :mod:`toolkit.ntk`, :mod:`toolkit.landscape`, :mod:`toolkit.hessian`,
 :mod:`toolkit.collapse`, :mod:`toolkit.pruning`, :mod:`toolkit.spectra`.
-Figures and panels: :mod:`toolkit.plotting`, :mod:`toolkit.widgets`.
+Figures: :mod:`toolkit.plotting` (draws results, never recomputes); slider panels:
+:mod:`toolkit.widgets` (the one presentation layer that recomputes). Running every notebook:
+``python -m toolkit.run_notebooks``.
 Method modules are imported on first use (``toolkit.ntk`` works after ``import toolkit``).
 """
 

@@ -45,12 +45,15 @@ from . import presets as presets_mod
 from . import train as train_mod
 from .utils import cache_dir, get_device, seed_everything
 
+__all__ = ["RUN_FILE", "HISTORY_FILE", "FIT_KNOBS", "NOT_A_SINGLE_FIT", "UsageError",
+           "dataset_spec", "build_dataset", "model_spec", "model_factory", "build_model",
+           "fit_kwargs", "LoadedRun", "load_run", "cmd_train", "Analysis", "ANALYSES", "analysis",
+           "cmd_analyze", "cmd_presets", "build_parser", "main"]
+
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
 FIT_KNOBS = ("loss", "optimizer", "momentum", "weight_decay", "schedule", "rho", "adaptive",
              "loss_kwargs", "amp", "compile")
-# Models that live in a method module, "module:function" taking (in_dim, widths, n_classes, ...).
-EXTRA_MODELS = {"bn_mlp": "toolkit.collapse:bn_mlp"}
 # Experiments whose main computation is not one `fit` of one model: the reason, and what to run.
 NOT_A_SINGLE_FIT = {
     "ntk": ("its `widths` are a sweep of one-hidden-layer networks trained with kernel-relative "
@@ -150,14 +153,11 @@ def model_spec(preset: presets_mod.Preset, train_set) -> dict:
     in_dim = int(x[0].numel())
     out = data_mod.n_classes(train_set) if not y.dtype.is_floating_point else int(y.shape[-1])
     name, widths = preset.model, [int(w) for w in preset.widths]
-    if name not in models_mod.MODELS and name not in EXTRA_MODELS:
+    if name not in models_mod.MODELS:
         raise UsageError(f"preset {preset.experiment}/{preset.name} names model {name!r}, which "
-                         "the command line cannot build; known: "
-                         f"{sorted(models_mod.MODELS) + sorted(EXTRA_MODELS)}.")
+                         f"the command line cannot build; known: {sorted(models_mod.MODELS)}.")
     width = dict(width=widths[0]) if widths else {}
-    if name in EXTRA_MODELS:
-        kwargs = dict(in_dim=in_dim, widths=widths, n_classes=out)
-    elif name == "mlp":
+    if name == "mlp":
         kwargs = dict(in_dim=in_dim, widths=widths, out_dim=out)
     elif name == "cnn":
         channels, side = _image_shape(x)
@@ -173,12 +173,21 @@ def model_spec(preset: presets_mod.Preset, train_set) -> dict:
     return {"name": name, "kwargs": _jsonable(kwargs)}
 
 
+# Model names that earlier releases wrote into run.json, and what the model is called now.
+_RETIRED_MODELS = {
+    "bn_mlp": 'the batch-norm MLP is now model "mlp" with norm "batch": in run.json set '
+              '"name": "mlp" and, in its "kwargs", rename "n_classes" to "out_dim" and add '
+              '"norm": "batch" (the weights load unchanged), or train the run again',
+}
+
+
 def model_factory(name: str) -> Callable[..., torch.nn.Module]:
-    """The constructor of a model name: ``toolkit.models.MODELS`` or :data:`EXTRA_MODELS`."""
-    if name in EXTRA_MODELS:
-        import importlib
-        module, attr = EXTRA_MODELS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+    """The constructor of a model name in ``toolkit.models.MODELS``."""
+    if name in _RETIRED_MODELS:
+        raise UsageError(f"this run was written with model {name!r}, which no longer exists; "
+                         f"{_RETIRED_MODELS[name]}.")
+    if name not in models_mod.MODELS:
+        raise UsageError(f"unknown model {name!r}; known: {sorted(models_mod.MODELS)}.")
     return models_mod.MODELS[name]
 
 

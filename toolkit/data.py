@@ -16,6 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from ._checks import check_choice, check_fraction
+
+__all__ = ["VISION_DATASETS", "DATASETS", "gaussian_mixture", "teacher_regression", "regression_1d",
+           "load_digits", "load_mnist1d", "data_root", "load_vision", "n_classes", "class_counts",
+           "imbalance", "label_noise", "subsample", "load"]
+
 VISION_DATASETS = ("mnist", "fashionmnist", "cifar10", "cifar100")
 
 
@@ -25,8 +31,7 @@ def _generator(seed: int) -> torch.Generator:
 
 def _split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int):
     """Shuffle and split into (train, test) TensorDatasets."""
-    if not 0.0 <= test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
+    check_fraction(test_fraction, "test_fraction")
     perm = torch.randperm(len(x), generator=_generator(seed))
     n_test = int(round(test_fraction * len(x)))
     test_idx, train_idx = perm[:n_test], perm[n_test:]
@@ -206,15 +211,14 @@ def class_counts(ratio: float, n_max: int, n_classes: int, *, profile: str = "st
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"imbalance ratio must be in (0, 1] (minority/majority size), got {ratio}.")
+    check_choice(profile, "profile", ("step", "longtail"))
     if profile == "step":
         k = n_classes // 2 if minority_classes is None else int(minority_classes)
         if not 0 <= k < n_classes:
             raise ValueError(f"minority_classes must be in [0, {n_classes}), got {k}.")
         return [n_max] * (n_classes - k) + [max(1, round(ratio * n_max))] * k
-    if profile == "longtail":
-        return [max(1, round(n_max * ratio ** (c / max(n_classes - 1, 1))))
-                for c in range(n_classes)]
-    raise ValueError(f"profile={profile!r} is unknown; choose 'step' or 'longtail'.")
+    return [max(1, round(n_max * ratio ** (c / max(n_classes - 1, 1))))  # longtail
+            for c in range(n_classes)]
 
 
 def imbalance(dataset: TensorDataset, *, ratio: float, profile: str = "step",
@@ -238,8 +242,7 @@ def imbalance(dataset: TensorDataset, *, ratio: float, profile: str = "step",
 
 def label_noise(dataset: TensorDataset, fraction: float, *, seed: int = 0) -> TensorDataset:
     """Symmetric label noise: exactly ``round(fraction·N)`` labels replaced by a different class."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"label-noise fraction must be in [0, 1), got {fraction}.")
+    check_fraction(fraction, "label-noise fraction")
     y = _labels(dataset).clone()
     C = int(y.max()) + 1
     g = _generator(seed)

@@ -31,14 +31,19 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.dropout import _DropoutNd
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from ._checks import check_choice, check_eval_mode, check_module, check_positive, check_positive_int
+from ._deprecated import moved
 from .train import get_loss
 from .utils import as_tensors, iterate_batches, model_device
+
+__all__ = ["HVP_METHODS", "DEFAULT_HVP", "HessianOperator", "hvp", "Eigenpairs", "top_eigenvalues",
+           "TraceEstimate", "trace", "lanczos", "SpectralDensity", "spectral_density",
+           "class_subset", "class_hessian", "minority_majority", "Sharpness", "sharpness",
+           "LambdaMaxTracker"]
 
 Params = dict[str, torch.Tensor]
 HVP_METHODS = ("fwd-rev", "rev-rev")
@@ -46,21 +51,6 @@ HVP_METHODS = ("fwd-rev", "rev-rev")
 # reverse-over-reverse wins (torch.func's per-call overhead dominates small and medium models).
 # CUDA/MPS: not measured here (no GPU); forward-over-reverse as torch.func's docs recommend.
 DEFAULT_HVP = {"cpu": "rev-rev", "cuda": "fwd-rev", "mps": "fwd-rev"}
-_STOCHASTIC_LAYERS = (_BatchNorm, _DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-def _resolve_loss(loss_fn) -> Callable:
-    """A loss name ('ce', 'mse', ...) or a callable(outputs, targets) -> scalar mean loss."""
-    return get_loss(loss_fn)
-
-
-def _check_eval_mode(model: nn.Module) -> None:
-    bad = sorted({type(m).__name__ for m in model.modules()
-                  if m.training and isinstance(m, _STOCHASTIC_LAYERS)})
-    if bad:
-        raise ValueError(f"The model has {', '.join(bad)} layers in training mode: batch "
-                         "statistics or random masks make the loss, and so its Hessian, change "
-                         "from one evaluation to the next. Call model.eval() first.")
 
 
 # --------------------------------------------------------------------------------- the operator
@@ -83,9 +73,7 @@ class HessianOperator:
     def __init__(self, model: nn.Module, loss_fn, data, *, batch_size: int | None = None,
                  params: Iterable[str] | None = None, method: str = "auto", check: bool = True,
                  seed: int = 0, distributed: bool | None = None):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
-        self.model, self.loss_fn = model, _resolve_loss(loss_fn)
+        self.model, self.loss_fn = check_module(model), get_loss(loss_fn)
         self.device = model_device(model)
         named = dict(model.named_parameters())
         if params is None:
@@ -106,8 +94,7 @@ class HessianOperator:
         self.dtype = next(iter(self.params.values())).dtype
         if method == "auto":
             method = DEFAULT_HVP.get(self.device.type, "fwd-rev")
-        if method not in HVP_METHODS:
-            raise ValueError(f"method={method!r} is unknown; choose 'auto' or one of {HVP_METHODS}.")
+        check_choice(method, "method", ("auto", *HVP_METHODS))
         self.method = method
         self.batch_size = batch_size
         # Under torchrun every rank holds a contiguous shard of the samples (or every
@@ -258,7 +245,8 @@ class HessianOperator:
 
     def check_determinism(self) -> None:
         """Refuse train-mode BN/dropout; check that two identical products agree."""
-        _check_eval_mode(self.model)
+        check_eval_mode(self.model, "the loss, and so its Hessian, is not one function of the "
+                        "parameters")
         gen = torch.Generator().manual_seed(self._seed + 12345)
         v = self.unflatten(self.random_vector(gen))
         first = next(self.batches(), None)
@@ -308,7 +296,7 @@ def hvp(model: nn.Module, loss_fn, data, v, *, batch_size: int | None = None,
 
 
 @dataclass
-class Eigen:
+class Eigenpairs:
     """Extreme Hessian eigenpairs. ``eigenvalues`` sorted from the requested end (largest first
     for ``which="largest"``, smallest first for ``"smallest"``); ``eigenvectors`` are dicts
     ``name -> tensor`` (unit norm over all of them); ``n_hvp`` products were used."""
@@ -386,7 +374,7 @@ def _power_eigs(op: HessianOperator, k: int, which: str, tol: float, max_iter: i
 def top_eigenvalues(model: nn.Module, loss_fn, data, *, k: int = 1, which: str = "largest",
                     tol: float = 1e-3, max_iter: int = 100, batch_size: int | None = None,
                     method: str = "lanczos", hvp_method: str = "auto",
-                    params: Iterable[str] | None = None, v0=None, seed: int = 0) -> Eigen:
+                    params: Iterable[str] | None = None, v0=None, seed: int = 0) -> Eigenpairs:
     r"""The ``k`` largest (or smallest) eigenvalues of the loss Hessian and their eigenvectors.
 
     ``method="lanczos"`` (default) runs implicitly restarted Lanczos (ARPACK through
@@ -403,14 +391,11 @@ def top_eigenvalues(model: nn.Module, loss_fn, data, *, k: int = 1, which: str =
     guarantees nothing when the gap is small. ``max_iter`` is the budget of Hessian-vector
     products per eigenvalue, ``v0`` a warm start (flat or dict).
     """
-    if which not in ("largest", "smallest"):
-        raise ValueError(f"which={which!r} is unknown; choose 'largest' or 'smallest'.")
-    if method not in ("lanczos", "power"):
-        raise ValueError(f"method={method!r} is unknown; choose 'lanczos' or 'power'.")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}.")
-    if not tol > 0 or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError("tol must be positive and max_iter a positive integer.")
+    check_choice(which, "which", ("largest", "smallest"))
+    check_choice(method, "method", ("lanczos", "power"))
+    check_positive_int(k, "k")
+    check_positive(tol, "tol")
+    check_positive_int(max_iter, "max_iter")
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, method=hvp_method,
                          params=params, seed=seed)
     if k >= op.numel:
@@ -427,7 +412,7 @@ def top_eigenvalues(model: nn.Module, loss_fn, data, *, k: int = 1, which: str =
     vals, vecs = vals[order], vecs[:, order]
     vectors = [op.unflatten(torch.from_numpy(vecs[:, i]).to(op.dtype).to(op.device))
                for i in range(vecs.shape[1])]
-    return Eigen(eigenvalues=np.asarray(vals, dtype=np.float64), eigenvectors=vectors,
+    return Eigenpairs(eigenvalues=np.asarray(vals, dtype=np.float64), eigenvectors=vectors,
                  n_hvp=op.n_hvp, converged=ok, method=method)
 
 
@@ -457,8 +442,7 @@ def trace(model: nn.Module, loss_fn, data, *, n_samples: int = 100, method: str 
     rest estimates tr((I−QQᵀ)H(I−QQᵀ)) with Hutchinson. Exact when rank(H) ≤ n_samples/3; much
     lower variance than Hutchinson when a few outlier eigenvalues dominate, as for networks.
     """
-    if method not in ("hutchinson", "hutch++"):
-        raise ValueError(f"method={method!r} is unknown; choose 'hutchinson' or 'hutch++'.")
+    check_choice(method, "method", ("hutchinson", "hutch++"))
     if not isinstance(n_samples, int) or n_samples < (3 if method == "hutch++" else 1):
         raise ValueError(f"n_samples must be an integer >= {3 if method == 'hutch++' else 1} "
                          f"for {method}, got {n_samples!r}.")
@@ -573,8 +557,7 @@ def spectral_density(model: nn.Module, loss_fn, data, *, n_vectors: int = 4, ste
     *squared* first components; PyHessian used the unsquared ones until 2024.) σ defaults to 1 %
     of the Ritz values' range; ``grid`` defaults to ``n_grid`` points covering them ± 6σ.
     """
-    if not isinstance(n_vectors, int) or n_vectors < 1:
-        raise ValueError(f"n_vectors must be a positive integer, got {n_vectors!r}.")
+    check_positive_int(n_vectors, "n_vectors")
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"steps must be an integer >= 2, got {steps!r}.")
     if sigma is not None and not sigma > 0:
@@ -686,8 +669,7 @@ def sharpness(model: nn.Module, loss_fn, data, *, rho: float = 0.05, adaptive: b
     as :class:`toolkit.train.SAM` uses. Near a stationary point the gradient direction is
     noise and the value is of order ρ²λ_max/2.
     """
-    if not rho > 0:
-        raise ValueError(f"rho must be positive, got {rho}.")
+    check_positive(rho, "rho")
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, params=params, check=True)
     g, loss = op.gradient()
     theta = op.flatten(op.params)
@@ -731,3 +713,8 @@ class LambdaMaxTracker:
         self._v = res.eigenvectors[0]
         self.n_hvp += res.n_hvp
         return {self.key: float(res.eigenvalues[0])}
+
+
+# ``Eigen`` was renamed to say it is a result (eigenvalues with their eigenvectors); the old name
+# works for one release.
+__getattr__ = moved(__name__, {"Eigen": "toolkit.hessian:Eigenpairs"})

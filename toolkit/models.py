@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_choice
+
+__all__ = ["Erf", "ACTIVATIONS", "make_activation", "NTKLinear", "MLP", "MLP_NORMS", "ToImage",
+           "SmallCNN", "BasicBlock", "ResNet18", "ResidualBlock", "ResNetMini", "DeepLinear",
+           "penultimate", "count_parameters", "MODELS", "build"]
+
 
 class Erf(nn.Module):
     """The error function as an activation (it has a closed-form infinite-width kernel)."""
@@ -91,17 +97,26 @@ def _standard_linear(n_in: int, n_out: int, bias: bool, sigma_w: float,
     return layer
 
 
+MLP_NORMS = (None, "batch")
+
+
 class MLP(nn.Module):
     """Fully connected network ``in_dim → widths... → out_dim``; inputs are flattened.
 
     ``parameterization="ntk"`` uses :class:`NTKLinear` for every layer (including the readout, as
     neural-tangents' stax does); ``"standard"`` uses ``nn.Linear`` initialised with
     W ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²), the same function distribution at initialisation.
+
+    ``norm="batch"`` puts a ``BatchNorm1d`` after every hidden Linear (Linear → BN → activation):
+    batch norm before the last layer plus weight decay makes neural collapse appear much sooner
+    (Pan & Cao 2023, arXiv 2309.04644). Its output then depends on the batch while training, so
+    call ``model.eval()`` before per-input analyses (kernels, Hessians). ``norm=None`` (default)
+    has no normalisation.
     """
 
     def __init__(self, in_dim: int, widths: Sequence[int], out_dim: int, activation: str = "relu",
                  parameterization: str = "standard", sigma_w: float = 2**0.5,
-                 sigma_b: float = 0.0, bias: bool = True):
+                 sigma_b: float = 0.0, bias: bool = True, norm: str | None = None):
         super().__init__()
         widths = list(widths) if not isinstance(widths, int) else [widths]
         if not widths:
@@ -112,6 +127,7 @@ class MLP(nn.Module):
         if parameterization not in ("standard", "ntk"):
             raise ValueError(f"parameterization={parameterization!r} is unknown; choose "
                              "'standard' or 'ntk'.")
+        check_choice(norm, "norm", MLP_NORMS)
         make_act = lambda: make_activation(activation)  # noqa: E731 (validate the name up front)
         make_act()
 
@@ -123,11 +139,14 @@ class MLP(nn.Module):
         layers: list[nn.Module] = [nn.Flatten()]
         dims = [in_dim, *widths]
         for n_in, n_out in zip(dims[:-1], dims[1:]):
-            layers += [linear(n_in, n_out), make_act()]
+            layers.append(linear(n_in, n_out))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(n_out))
+            layers.append(make_act())
         self.features = nn.Sequential(*layers)
         self.head = linear(dims[-1], out_dim)
         self.in_dim, self.widths, self.out_dim = in_dim, widths, out_dim
-        self.activation, self.parameterization = activation, parameterization
+        self.activation, self.parameterization, self.norm = activation, parameterization, norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -108,11 +108,13 @@ register(
 # --------------------------------------------------------------------------- 03 neural collapse
 register(
     "collapse",
-    Preset("collapse", "toy", dataset="digits", model="bn_mlp", widths=(128, 128), epochs=300,
+    Preset("collapse", "toy", dataset="digits", model="mlp", widths=(128, 128), epochs=300,
            batch_size=None, lr=0.1,
-           extra={"n_train": 300, "momentum": 0.9, "weight_decay": 1e-2, "schedule": "cosine",
-                  "metrics_every": 10, "metrics_batch_size": None, "snapshot": 200,
-                  "checkpoint": False,
+           # sigma_w = 1/sqrt(3): the weight scale of PyTorch's default nn.Linear initialisation,
+           # with which the batch-norm MLP's NC1 falls > 10x after zero error in 300 epochs
+           extra={"norm": "batch", "sigma_w": 3 ** -0.5, "n_train": 300, "momentum": 0.9,
+                  "weight_decay": 1e-2, "schedule": "cosine", "metrics_every": 10,
+                  "metrics_batch_size": None, "snapshot": 200, "checkpoint": False,
                   "ufm_classes": 4, "ufm_per_class": 10, "ufm_dim": 8, "ufm_steps": 100,
                   "ufm_weight_decay": 5e-3, "mc_classes": 6, "mc_n_major": 32,
                   "mc_ratios": (1, 2, 4, 8, 16), "mc_weight_decay": 0.2, "mc_steps": 200,
@@ -124,7 +126,8 @@ register(
                   "ls_widths": (32,), "ls_epochs": 150, "ls_lr": 0.1, "ls_weight_decay": 5e-3}),
     Preset("collapse", "full", dataset="cifar10", model="resnet18", widths=(64,), epochs=350,
            batch_size=128, lr=0.1,
-           extra={"n_train": None, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "step",
+           extra={"norm": "batch", "n_train": None, "momentum": 0.9, "weight_decay": 5e-4,
+                  "schedule": "step",
                   "metrics_every": 5, "metrics_batch_size": 1000, "snapshot": 500,
                   "checkpoint": True,
                   "ufm_classes": 10, "ufm_per_class": 50, "ufm_dim": 32, "ufm_steps": 500,
@@ -140,7 +143,8 @@ register(
 
 # ------------------------------------------------------------------------------ 01 NTK equivalence
 # widths: the widths of section 2-3 (one hidden layer); lr: step size relative to the kernel,
-# eta * lambda_max (GD is stable below 2); epochs: full-batch GD steps.
+# eta' * lambda_max(Theta_inf) with eta' = 2 eta / N (ntk.stable_lr; GD is stable below 2);
+# epochs: full-batch GD steps. conv_*: section 1; gated_*: section 5.
 register(
     "ntk",
     Preset("ntk", "toy", dataset="regression_1d", model="mlp", widths=(64, 256, 1024, 4096),

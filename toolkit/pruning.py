@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
+from ._checks import check_choice, check_module, check_positive_int
 from .spectra import effective_weight, esd, powerlaw_alpha, weight_layers
 
 __all__ = ["METHODS", "SCOPES", "prunable_layers", "prune", "sparsity", "make_permanent",
@@ -276,15 +277,12 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
     Returns ``model`` (pruned in place). Compare methods fairly — same sparsity, same layers,
     several seeds, with and without fine-tuning (Blalock et al. 2020, arXiv 2003.03033).
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown; choose one of {METHODS}.")
-    if scope not in SCOPES:
-        raise ValueError(f"scope={scope!r} is unknown; choose one of {SCOPES}.")
+    check_module(model)
+    check_choice(method, "method", METHODS)
+    check_choice(scope, "scope", SCOPES)
     amount = _check_amount(amount)
-    if seed is not None and (not isinstance(seed, int | np.integer) or seed < 0):
-        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
+    if seed is not None:
+        check_positive_int(seed, "seed (or None)", allow_zero=True)
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
     layers = prunable_layers(model, exclude)
     weights = [effective_weight(m) for _, m in layers]
@@ -347,8 +345,7 @@ def make_permanent(model: nn.Module) -> nn.Module:
     """Remove the pruning reparametrisation (``prune.remove``): ``weight`` becomes the plain
     parameter ``weight_orig * weight_mask`` (rescaling included) and the hooks are gone. The
     model's function is unchanged. Returns ``model``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    check_module(model)
     for module in model.modules():
         if _is_pruned(module):
             torch_prune.remove(module, "weight")
@@ -457,8 +454,7 @@ def sparsity_sweep(model: nn.Module, data, *, methods: Iterable[str] = METHODS,
 
     methods = list(methods)
     for m in methods:
-        if m not in METHODS:
-            raise ValueError(f"method={m!r} is unknown; choose from {METHODS}.")
+        check_choice(m, "each of methods", METHODS)
     amounts = [_check_amount(a) for a in amounts]
     grid = [(m, a) for m in methods for a in amounts]
     rows = []
@@ -566,18 +562,15 @@ def lottery_ticket(model_fn: Callable[[], nn.Module],
     if not callable(model_fn) or not callable(train_fn):
         raise TypeError("model_fn and train_fn must be callables: model_fn() -> nn.Module, "
                         "train_fn(model, epochs) -> float | dict.")
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
+    check_positive_int(rounds, "rounds")
     if not isinstance(rate, int | float) or not 0.0 < rate < 1.0:
         raise ValueError(f"rate must be in (0, 1) (fraction of surviving weights pruned per "
                          f"round), got {rate!r}.")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}.")
+    check_positive_int(epochs, "epochs")
     if not isinstance(rewind_epoch, int) or not 0 <= rewind_epoch < epochs:
         raise ValueError(f"rewind_epoch must be an integer in [0, epochs={epochs}), got "
                          f"{rewind_epoch!r}.")
-    if scope not in SCOPES:
-        raise ValueError(f"scope={scope!r} is unknown; choose one of {SCOPES}.")
+    check_choice(scope, "scope", SCOPES)
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
 
     torch.manual_seed(seed)

@@ -12,7 +12,7 @@ while a random layer's eigenvalues fill the Marchenko–Pastur bulk; a smaller t
   ``powerlaw.Fit(ev, parameter_ranges={"alpha": [1, 50]})`` but without its per-candidate loop;
 * :func:`marchenko_pastur_edges` / :func:`marchenko_pastur_density` — the random-matrix bulk;
 * :func:`layer_report` — one row of spectral diagnostics per weight matrix, and
-  :func:`randomized` — the same model with every layer's entries shuffled (the control).
+  :func:`shuffle_weights` — the same model with every layer's entries shuffled (the control).
 
 Analysis only: nothing here plots or prints (see :mod:`toolkit.plotting.spectra`).
 """
@@ -31,9 +31,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._checks import check_choice, check_module, check_positive, check_positive_int
+from ._deprecated import moved
+
 __all__ = ["PowerLawFit", "esd", "powerlaw_alpha", "marchenko_pastur_edges",
            "marchenko_pastur_density", "esd_matrix_shape", "effective_weight", "weight_layers",
-           "layer_report", "randomized", "stable_rank", "effective_rank"]
+           "weight_layer", "layer_report", "shuffle_weights", "stable_rank", "effective_rank"]
 
 CONV_CONVENTIONS = ("slices", "reshape")
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -66,17 +69,23 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
 
 def weight_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """``(name, module)`` for every ``nn.Linear`` / ``nn.Conv1d/2d/3d`` (and subclasses) of a model."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    check_module(model)
     for name, module in model.named_modules():
         if isinstance(module, _LAYER_TYPES):
             yield name, module
 
 
+def weight_layer(model: nn.Module, name: str) -> nn.Module:
+    """The weight layer called ``name`` (a name from :func:`weight_layers`)."""
+    layers = dict(weight_layers(model))
+    if name not in layers:
+        raise ValueError(f"layer {name!r} not found; the model's weight layers are {list(layers)}.")
+    return layers[name]
+
+
 def _as_matrices(weight: torch.Tensor, conv: str) -> torch.Tensor:
     """A batch ``(k, rows, cols)`` of the matrices whose spectra make up the ESD."""
-    if conv not in CONV_CONVENTIONS:
-        raise ValueError(f"conv={conv!r} is unknown; choose one of {CONV_CONVENTIONS}.")
+    check_choice(conv, "conv", CONV_CONVENTIONS)
     if weight.ndim < 2:
         raise ValueError(f"weight must have at least 2 dimensions (a Linear or Conv weight), got "
                          f"shape {tuple(weight.shape)}; biases and norm layers have no ESD.")
@@ -357,10 +366,9 @@ def marchenko_pastur_edges(n_rows: int, n_cols: int, sigma2: float) -> tuple[flo
     (Marchenko & Pastur 1967; the random baseline in Martin & Mahoney, arXiv 1810.01075).
     Eigenvalues above :math:`\lambda_+` are spikes: structure that training put into the layer.
     """
-    if n_rows < 1 or n_cols < 1:
-        raise ValueError(f"n_rows and n_cols must be positive, got {n_rows}, {n_cols}.")
-    if not sigma2 >= 0:
-        raise ValueError(f"sigma2 must be a non-negative variance, got {sigma2!r}.")
+    check_positive_int(n_rows, "n_rows")
+    check_positive_int(n_cols, "n_cols")
+    check_positive(sigma2, "sigma2", allow_zero=True)
     a, b = math.sqrt(n_rows), math.sqrt(n_cols)
     return sigma2 * (a - b) ** 2, sigma2 * (a + b) ** 2
 
@@ -432,7 +440,7 @@ def _shuffle_(tensors: list[torch.Tensor], generator: torch.Generator) -> None:
         t.copy_(t.detach().reshape(-1)[perm.to(t.device)].reshape(t.shape))
 
 
-def randomized(model: nn.Module, *, seed: int = 0) -> nn.Module:
+def shuffle_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
     r"""A copy of ``model`` whose every Linear/Conv weight has its entries randomly permuted.
 
     Shuffling keeps each layer's entry distribution (so its Marchenko–Pastur bulk, which depends on
@@ -442,8 +450,7 @@ def randomized(model: nn.Module, *, seed: int = 0) -> nn.Module:
     from learned structure. Pruned layers shuffle ``weight_orig`` and ``weight_mask`` together.
     Biases and other parameters are kept. The input model is not modified.
     """
-    if not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    check_positive_int(seed, "seed", allow_zero=True)
     clone = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(int(seed))
     found = False
@@ -456,7 +463,7 @@ def randomized(model: nn.Module, *, seed: int = 0) -> nn.Module:
             else:
                 _shuffle_([module.weight], gen)
     if not found:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear / nn.Conv layers to randomise.")
+        raise ValueError(f"{type(model).__name__} has no nn.Linear / nn.Conv layers to shuffle.")
     return clone
 
 
@@ -473,14 +480,13 @@ def layer_report(model: nn.Module, *, conv: str = "slices", randomize: bool = Tr
     ``mp_edge`` :math:`\lambda_+` of the Marchenko–Pastur bulk for the layer's entry variance
     (:func:`marchenko_pastur_edges`; per slice for ``conv="slices"``); ``n_spikes``: eigenvalues
     above ``mp_edge``. With ``randomize=True`` also ``alpha_random`` and ``n_spikes_random``: the same
-    for the layer with its entries shuffled (:func:`randomized`); a trained layer has spikes and a
+    for the layer with its entries shuffled (:func:`shuffle_weights`); a trained layer has spikes and a
     smaller α, its shuffled copy has (almost) none — the edge is an asymptotic, so a random copy
     may show one or two eigenvalues just above it (Tracy–Widom fluctuations, or a nonzero mean).
 
     Martin & Mahoney 2018 (arXiv 1810.01075); Clauset et al. 2009 (arXiv 0706.1062).
     """
-    if conv not in CONV_CONVENTIONS:
-        raise ValueError(f"conv={conv!r} is unknown; choose one of {CONV_CONVENTIONS}.")
+    check_choice(conv, "conv", CONV_CONVENTIONS)
     layers = list(weight_layers(model))
     if not layers:
         raise ValueError(f"{type(model).__name__} has no nn.Linear / nn.Conv layers to report on.")
@@ -510,3 +516,7 @@ def layer_report(model: nn.Module, *, conv: str = "slices", randomize: bool = Tr
             row["n_spikes_random"] = int((ev_rand > edge).sum())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ``randomized`` was renamed to a verb that says what it does; the old name works for one release.
+__getattr__ = moved(__name__, {"randomized": "toolkit.spectra:shuffle_weights"})

@@ -24,7 +24,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from ._checks import check_choice
 from .utils import as_tensors, atomic_save, get_device, iterate_batches, seed_everything
+
+__all__ = ["CHECKPOINT_NAME", "mse_loss", "label_smoothing_loss", "maxsup_loss", "LOSSES",
+           "get_loss", "SAM", "OPTIMIZERS", "make_optimizer", "lr_factor", "EVAL_METRICS",
+           "evaluate", "save_checkpoint", "load_checkpoint", "fit"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -185,9 +190,27 @@ def lr_factor(schedule, epoch: int, epochs: int) -> float:
 # ------------------------------------------------------------------------------------ evaluation
 
 
+EVAL_METRICS = ("loss", "acc")
+
+
+def _check_metrics(metrics) -> tuple[str, ...]:
+    """``metrics`` is a non-empty selection of :data:`EVAL_METRICS`."""
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:
+        raise ValueError(f"metrics must be a non-empty tuple drawn from {EVAL_METRICS}, e.g. "
+                         f"metrics=('loss',), got {metrics!r}.")
+    for name in metrics:
+        check_choice(name, "each entry of metrics", EVAL_METRICS)
+    if "loss" not in metrics:
+        raise ValueError(f"metrics must include 'loss' (fit records it every epoch), got "
+                         f"{metrics!r}; use metrics=('loss',) or ('loss', 'acc').")
+    return tuple(metrics)
+
+
 @torch.no_grad()
-def _eval_sums(model: nn.Module, data, loss_fn, batch_size, device) -> tuple[float, int, int, bool]:
-    """(sum of per-batch mean loss × batch size, number correct, number seen, classification?)."""
+def _eval_sums(model: nn.Module, data, loss_fn, batch_size, device,
+               accuracy: bool = True) -> tuple[float, int, int, bool]:
+    """(sum of per-batch mean loss × batch size, number correct, number seen, classification?);
+    correct predictions are counted only with ``accuracy`` and integer labels."""
     was_training = model.training
     model.eval()
     total, n, correct, classification = 0.0, 0, 0, None
@@ -197,38 +220,48 @@ def _eval_sums(model: nn.Module, data, loss_fn, batch_size, device) -> tuple[flo
         out = model(xb)
         total += float(loss_fn(out, yb)) * len(xb)
         n += len(xb)
-        classification = _is_classification(yb)
+        classification = accuracy and _is_classification(yb)
         if classification:
             correct += int((out.argmax(dim=1) == yb).sum())
     model.train(was_training)
     return total, correct, n, bool(classification)
 
 
-def evaluate(model: nn.Module, data, *, loss="ce", batch_size: int | None = None,
-             device=None, loss_kwargs: dict | None = None) -> dict:
-    """Mean loss (and accuracy for integer labels) of ``model`` on ``data``, in eval mode."""
-    loss_fn = get_loss(loss, **(loss_kwargs or {}))
-    device = device or next(model.parameters()).device
-    total, correct, n, classification = _eval_sums(model, data, loss_fn, batch_size, device)
+def _summary(total: float, correct: float, n: float, accuracy: bool) -> dict:
     result = {"loss": total / max(n, 1)}
-    if classification:
+    if accuracy:
         result["acc"] = correct / max(n, 1)
     return result
+
+
+def evaluate(model: nn.Module, data, *, loss="ce", batch_size: int | None = None,
+             device=None, loss_kwargs: dict | None = None,
+             metrics: Sequence[str] = EVAL_METRICS) -> dict:
+    """Mean loss (and accuracy for integer labels) of ``model`` on ``data``, in eval mode.
+
+    ``metrics``: what to report, a selection of ``("loss", "acc")``. Pass ``("loss",)`` when the
+    outputs are not class logits (embeddings trained with a contrastive loss): the argmax of an
+    embedding is no prediction. Accuracy is only ever computed for integer labels.
+    """
+    loss_fn = get_loss(loss, **(loss_kwargs or {}))
+    accuracy = "acc" in _check_metrics(metrics)
+    device = device or next(model.parameters()).device
+    total, correct, n, classification = _eval_sums(model, data, loss_fn, batch_size, device,
+                                                   accuracy)
+    return _summary(total, correct, n, classification)
 
 
 def _evaluate_sharded(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], loss_fn,
-                      batch_size, device) -> dict:
+                      batch_size, device, metrics: Sequence[str] = EVAL_METRICS) -> dict:
     """:func:`evaluate` with each rank on its contiguous shard and the sums all-reduced."""
     x, y = data
+    accuracy = "acc" in metrics and _is_classification(y)
     idx = dist_utils.shard_indices(len(x)).to(x.device)
-    total, correct, n, _ = _eval_sums(model, (x[idx], y[idx]), loss_fn, batch_size, device)
+    total, correct, n, _ = _eval_sums(model, (x[idx], y[idx]), loss_fn, batch_size, device,
+                                      accuracy)
     sums = dist_utils.all_reduce_sum(torch.tensor([total, correct, n], dtype=torch.float64,
                                                   device=device))
-    total, correct, n = sums.tolist()
-    result = {"loss": total / max(n, 1)}
-    if _is_classification(y):
-        result["acc"] = correct / max(n, 1)
-    return result
+    return _summary(*sums.tolist(), accuracy)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -334,7 +367,7 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         checkpoint_dir: str | Path | None = None, checkpoint_every: int = 10,
         resume: bool = True, progress: bool = True, amp: bool = False, rho: float = 0.05,
         adaptive: bool = False, loss_kwargs: dict | None = None,
-        compile: bool = False) -> pd.DataFrame:
+        compile: bool = False, metrics: Sequence[str] = EVAL_METRICS) -> pd.DataFrame:
     """Train ``model`` on ``train`` and return the history (one row per epoch, epoch 0 included).
 
     ``batch_size=None`` is full-batch gradient descent (one step per epoch). Mini-batches are drawn
@@ -349,6 +382,13 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     ``amp=True`` trains in bfloat16 autocast on CUDA (float16 with loss scaling where bf16 is
     missing); analyses never autocast (see :mod:`toolkit.distributed`). ``compile=True`` runs the
     training steps through ``torch.compile`` (evaluation and callbacks use the plain module).
+
+    ``loss`` is a name (see :func:`get_loss`) or any ``callable(outputs, targets) -> scalar`` mean
+    loss, with ``loss_kwargs`` passed to it, e.g. a contrastive loss on embeddings
+    (``toolkit.collapse.supcon_loss``). ``metrics`` picks the history columns evaluated each
+    epoch, from ``("loss", "acc")``: the accuracy (``argmax`` of the outputs against integer
+    labels) is only meaningful when the outputs are class logits, so pass ``metrics=("loss",)``
+    for an embedding network. Accuracy is never computed for floating (regression) targets.
 
     **Several processes.** Under ``torchrun`` (or any initialised process group with more than one
     rank) the model is wrapped in ``DistributedDataParallel``: NCCL on ``cuda:LOCAL_RANK``, gloo on
@@ -372,6 +412,7 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     if callback_every < 1 or checkpoint_every < 1:
         raise ValueError("callback_every and checkpoint_every must be at least 1.")
     loss_fn = get_loss(loss, **(loss_kwargs or {}))
+    metrics = _check_metrics(metrics)
     lr_factor(schedule, 0, max(epochs, 1))  # validates the schedule up front
     device = get_device(device)
     if dist_utils.launched_by_torchrun():
@@ -421,10 +462,11 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         row = {"epoch": epoch, "lr": lr * lr_factor(schedule, max(epoch - 1, 0), epochs)}
         for prefix, data in (("train", (x_train, y_train)), ("test", test_data)):
             if data is not None:
-                metrics = (_evaluate_sharded(model, data, loss_fn, batch_size, device)
-                           if distributed else
-                           evaluate(model, data, loss=loss_fn, batch_size=batch_size))
-                for k, v in metrics.items():
+                values = (_evaluate_sharded(model, data, loss_fn, batch_size, device, metrics)
+                          if distributed else
+                          evaluate(model, data, loss=loss_fn, batch_size=batch_size,
+                                   metrics=metrics))
+                for k, v in values.items():
                     row[f"{prefix}_{k}"] = v
         if epoch % callback_every == 0 or epoch == epochs:
             model.eval()

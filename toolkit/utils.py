@@ -208,3 +208,8 @@ def loglog_slope(x, y) -> float:
     if (x <= 0).any() or (y <= 0).any():
         raise ValueError("x and y must be positive for a log-log slope.")
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
+
+
+__all__ = ["get_device", "seed_everything", "cache_dir", "self_check", "as_tensors",
+           "iterate_batches", "model_device", "atomic_save", "eval_mode", "InputCapture",
+           "loglog_slope"]

@@ -1,13 +1,16 @@
-"""Figures. ``base`` holds the theme and the shared plots; each method has its own module
-(``toolkit.plotting.ntk``, ``.landscape``, ``.collapse``, ``.spectra``), imported on first use."""
+"""Figures only: each function takes results (tensors, arrays, DataFrames, result dataclasses) and
+returns a matplotlib Figure or Axes; nothing here recomputes an experiment or imports from
+:mod:`toolkit.widgets`. ``base`` holds the theme and the shared plots; each topic has its own
+module (``toolkit.plotting.ntk``, ``.landscape``, ``.hessian``, ``.collapse``, ``.spectra``,
+``.pruning``), imported on first use."""
 
 import importlib
 
-from .base import learning_curves, new_figure, set_theme
+from .base import axes_or_new, learning_curves, new_figure, set_theme
 
-_TOPICS = ("ntk", "landscape", "collapse", "spectra", "base")
+_TOPICS = ("ntk", "landscape", "hessian", "collapse", "spectra", "pruning", "base")
 
-__all__ = ["learning_curves", "new_figure", "set_theme", *_TOPICS]
+__all__ = ["axes_or_new", "learning_curves", "new_figure", "set_theme", *_TOPICS]
 
 
 def __getattr__(name):

@@ -9,6 +9,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from .._deprecated import moved
+
+__all__ = ["set_theme", "new_figure", "axes_or_new", "learning_curves"]
+
 _THEME_SET = False
 
 
@@ -28,6 +32,14 @@ def new_figure(ncols: int = 1, nrows: int = 1, *, width: float = 4.5, height: fl
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
                              layout="constrained", squeeze=True, **kwargs)
     return fig, axes
+
+
+def axes_or_new(ax=None, **kwargs):
+    """``ax`` itself, or the Axes of a new one-panel figure (``kwargs`` go to :func:`new_figure`)."""
+    if ax is not None:
+        return ax
+    _, ax = new_figure(**kwargs)
+    return ax
 
 
 def learning_curves(history: pd.DataFrame, metrics: Sequence[str] = ("loss", "acc"), *,
@@ -54,34 +66,6 @@ def learning_curves(history: pd.DataFrame, metrics: Sequence[str] = ("loss", "ac
     return fig
 
 
-def training_panel(train, test, *, epochs: int = 15, batch_size: int = 64, seed: int = 0,
-                   device="cpu", width: int = 32, lr: float = 0.05):
-    """The tour's panel: width and learning-rate sliders retrain a one-hidden-layer MLP and redraw
-    its learning curves, so a student sees under- and over-sized models and step sizes at work."""
-    import ipywidgets as widgets
-
-    from .. import data as tk_data
-    from .. import models
-    from .. import train as tk_train
-    from ..widgets import panel
-
-    in_dim, n_out = train.tensors[0][0].numel(), tk_data.n_classes(train)
-
-    def draw(fig, width: int, lr: float):
-        model = models.MLP(in_dim, [width], n_out)
-        hist = tk_train.fit(model, train, test=test, epochs=epochs, batch_size=batch_size, lr=lr,
-                            momentum=0.9, seed=seed, device=device, progress=False)
-        ax_loss, ax_acc = fig.subplots(1, 2)
-        for split in ("train", "test"):
-            ax_loss.plot(hist["epoch"], hist[f"{split}_loss"], label=split)
-            ax_acc.plot(hist["epoch"], hist[f"{split}_acc"], label=split)
-        ax_loss.set(yscale="log", xlabel="epoch", ylabel="loss", title=f"width {width}, lr {lr:.3g}")
-        ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),
-                   title=f"final test accuracy {hist['test_acc'].iloc[-1]:.3f}")
-        ax_acc.legend(loc="lower right")
-
-    return panel(
-        draw,
-        width=widgets.IntSlider(value=width, min=2, max=256, step=2, description="width"),
-        lr=widgets.FloatLogSlider(value=lr, base=10, min=-3, max=0, step=0.25, description="lr"),
-    )
+# The tour's slider panel moved to the presentation layer that may recompute; the old name
+# works for one release (resolved lazily by name: plotting imports nothing from widgets).
+__getattr__ = moved(__name__, {"training_panel": "toolkit.widgets.tour:training_panel"})

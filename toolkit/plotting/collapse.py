@@ -1,6 +1,6 @@
 """Figures for neural collapse (``toolkit.collapse``): metric curves through the terminal phase,
 class-mean Gram matrices against the simplex ETF, 2-D/3-D views of class means, minority collapse,
-per-layer tables, and the epoch-slider panel.
+and per-layer tables. The epoch-slider panel is in :mod:`toolkit.widgets.collapse`.
 
 Every function returns a matplotlib Figure (or draws into ``ax`` and returns it); none computes
 anything the analysis module does not already provide.
@@ -17,7 +17,12 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import collapse
-from .base import new_figure, set_theme
+from .._deprecated import moved
+from .base import new_figure
+
+__all__ = ["DEFAULT_METRICS", "LABELS", "metrics_vs_epoch", "gram_heatmap", "cosine_heatmap",
+           "cosine_heatmaps", "class_means_view", "minority_collapse_plot", "layerwise_plot",
+           "compare_bars"]
 
 DEFAULT_METRICS = ("nc1", "equinorm_means", "equiangularity", "etf_error", "self_duality",
                    "ncc_mismatch")
@@ -208,10 +213,12 @@ def class_means_view(features, labels, *, dims: int = 2, weight=None,
 
 
 def minority_collapse_plot(curve: pd.DataFrame) -> Figure:
-    """Minority collapse (Fang et al. 2021, arXiv:2101.12699) from a
-    :func:`toolkit.collapse.minority_collapse_curve` table: left, the mean cosine between minority
-    (and majority) classifier rows; right, the distance between minority rows relative to the
-    mean row norm, on a log scale, falling to 0 as the rows merge. x: imbalance ratio."""
+    """Minority collapse (Fang et al. 2021, arXiv:2101.12699) from a table with one row per
+    imbalance ratio: columns ``ratio``, ``minority_cos`` and ``minority_distance`` (and optionally
+    ``majority_cos``, ``minority_norm``), as :func:`toolkit.collapse.minority_collapse` returns
+    them per ratio. Left, the mean cosine between minority (and majority) classifier rows;
+    right, the distance between minority rows relative to the mean row norm, on a log scale,
+    falling to 0 as the rows merge. x: imbalance ratio."""
     fig, (ax_cos, ax_dist) = new_figure(2, width=4.6, height=3.4)
     ax_cos.plot(curve["ratio"], curve["minority_cos"], marker="o", label="minority classes")
     if "majority_cos" in curve:
@@ -271,42 +278,5 @@ def compare_bars(results: Mapping[str, Mapping[str, float]], metric: str = "nc1"
     return fig
 
 
-def epoch_panel(snapshots: Sequence[dict], history: pd.DataFrame | None = None, *,
-                dims: int = 2, metric: str = "nc1"):
-    """An ipywidgets panel (``toolkit.widgets.panel``) with an epoch slider over the snapshots of
-    a :class:`toolkit.collapse.CollapseCallback` (``snapshot=n``): left, the sampled features and
-    class means on the class-mean plane at that epoch; right, the ``metric`` curve with the
-    chosen epoch marked. Headless it shows the last epoch once."""
-    import ipywidgets as widgets
-
-    from ..widgets import panel
-
-    if not snapshots:
-        raise ValueError("no snapshots: train with CollapseCallback(..., snapshot=n) first")
-    epochs = [int(s["epoch"]) for s in snapshots]
-
-    def draw(fig, epoch: int):
-        i = int(np.argmin([abs(e - epoch) for e in epochs]))
-        snap = snapshots[i]
-        if history is not None and metric in history:
-            ax_feat = fig.add_subplot(1, 2, 1, projection="3d" if dims == 3 else None)
-            ax_curve = fig.add_subplot(1, 2, 2)
-        else:
-            ax_feat, ax_curve = fig.add_subplot(1, 1, 1), None
-        class_means_view(snap["features"], snap["labels"], dims=dims,
-                         weight=snap.get("weight"), ax=ax_feat,
-                         title=f"epoch {epochs[i]}: features and class means")
-        if ax_curve is not None:
-            rows = history[["epoch", metric]].dropna()
-            ax_curve.plot(rows["epoch"], rows[metric], marker=".")
-            value = rows.loc[rows["epoch"] == epochs[i], metric]
-            if len(value):
-                ax_curve.plot([epochs[i]], [value.iloc[0]], "ro", ms=8)
-            ax_curve.set(yscale="log", xlabel="epoch", ylabel=LABELS.get(metric, metric))
-            ax_curve.set_title(f"{metric} at epoch {epochs[i]}", fontsize=9)
-
-    set_theme()
-    step = max(1, int(np.min(np.diff(epochs)))) if len(epochs) > 1 else 1
-    slider = widgets.IntSlider(value=epochs[-1], min=epochs[0], max=epochs[-1], step=step,
-                               description="epoch")
-    return panel(draw, figsize=(9, 4), epoch=slider)
+# epoch_panel moved to the widgets layer (plotting never imports widgets; resolved by name)
+__getattr__ = moved(__name__, {"epoch_panel": "toolkit.widgets.collapse:epoch_panel"})

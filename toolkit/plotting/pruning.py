@@ -1,0 +1,109 @@
+"""Figures for pruning: singular values before/after pruning, accuracy and spectral error against
+sparsity, tail exponents against sparsity, and lottery-ticket curves (inputs: tensors, layers and
+the DataFrames of :mod:`toolkit.pruning`). Every function returns a matplotlib Figure or Axes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import nn
+
+from .. import spectra as tk_spectra
+from .base import axes_or_new, new_figure
+
+__all__ = ["singular_values_plot", "pruning_curves", "alpha_curves", "lottery_plot"]
+
+
+def singular_values_plot(weight, pruned: Mapping[str, torch.Tensor], *, ax: Axes | None = None,
+                         top: int | None = None) -> Axes:
+    """Singular values (sorted, log scale) of a weight before pruning and of each pruned version
+    (``pruned``: label → tensor or layer). Conv weights are read as ``(out, in·k·k)`` matrices.
+    Zero singular values are not drawn; a curve that stops early shows the rank the pruning lost."""
+    ax = axes_or_new(ax)
+
+    def svals(w):
+        w = tk_spectra.effective_weight(w) if isinstance(w, nn.Module) else w
+        w = w.detach().double().reshape(w.shape[0], -1)
+        return torch.linalg.svdvals(w).cpu().numpy()
+
+    s0 = svals(weight)
+    n = top or len(s0)
+    ax.plot(np.arange(1, n + 1), s0[:n], color="black", linewidth=2, label="dense")
+    for label, w in pruned.items():
+        s = svals(w)[:n]
+        rank = int((s > 1e-10 * max(s0[0], 1e-300)).sum())  # zero singular values: rank lost
+        ax.plot(np.arange(1, rank + 1), s[:rank], label=f"{label} (rank {rank})"
+                if rank < len(s) else label)
+    ax.set(yscale="log", xlabel="index i", ylabel=r"singular value $\sigma_i$")
+    ax.legend(fontsize="x-small")
+    return ax
+
+
+def pruning_curves(sweep: pd.DataFrame, *, error: str = "operator",
+                   dense_acc: float | None = None) -> Figure:
+    """Two panels from :func:`toolkit.pruning.sparsity_sweep`: accuracy against sparsity for each
+    method, and the spectral error (``error``: ``operator``, ``operator_max``, ``frobenius``, ``sv_drift`` or
+    ``angle``) against sparsity. Methods that keep the spectrum should keep the accuracy."""
+    for col in ("method", "sparsity", "acc", error):
+        if col not in sweep:
+            raise ValueError(f"sweep has no column {col!r}; pass the output of "
+                             "toolkit.pruning.sparsity_sweep.")
+    fig, (ax_acc, ax_err) = new_figure(2)
+    for method, grp in sweep.groupby("method", sort=False):
+        grp = grp.sort_values("sparsity")
+        ax_acc.plot(grp["sparsity"], grp["acc"], marker="o", label=method)
+        ax_err.plot(grp["sparsity"], grp[error], marker="o", label=method)
+    if dense_acc is not None:
+        ax_acc.axhline(dense_acc, color="0.5", linestyle=":", label="dense")
+    labels = {"operator": r"$\|W-W_s\|_2/\|W\|_2$ (mean over layers)",
+              "operator_max": r"worst layer's $\|W-W_s\|_2/\|W\|_2$", "frobenius": r"$\|W-W_s\|_F/\|W\|_F$",
+              "sv_drift": "singular-value drift", "angle": "top-k subspace angle (deg)"}
+    ax_acc.set(xlabel="sparsity", ylabel="test accuracy", title="accuracy")
+    ax_err.set(xlabel="sparsity", ylabel=labels.get(error, error), title="spectral error")
+    ax_err.set_yscale("log", nonpositive="mask")  # the dense point (error 0) is left out
+    ax_acc.legend(fontsize="small")
+    return fig
+
+
+def alpha_curves(sweep: pd.DataFrame) -> Figure:
+    """Power-law exponent α of every layer (``alpha:<layer>`` columns of a sweep) against
+    sparsity, one panel per layer, one line per method."""
+    cols = [c for c in sweep.columns if c.startswith("alpha:")]
+    if not cols:
+        raise ValueError("sweep has no alpha:<layer> columns; run sparsity_sweep(alphas=True).")
+    fig, axes = new_figure(len(cols), width=3.6)
+    axes = np.atleast_1d(axes)
+    for ax, col in zip(axes, cols):
+        for method, grp in sweep.groupby("method", sort=False):
+            grp = grp.sort_values("sparsity")
+            ax.plot(grp["sparsity"], grp[col], marker=".", label=method)
+        ax.set(title=col.split(":", 1)[1], xlabel="sparsity", ylabel=r"$\alpha$")
+    axes[0].legend(fontsize="x-small")
+    return fig
+
+
+def lottery_plot(results: Mapping[str, pd.DataFrame], *, metric: str = "") -> Figure:
+    """Ticket vs random-reinit control accuracy against the fraction of weights remaining (log
+    axis), one panel per entry of ``results`` (label → ``LotteryResult.history``)."""
+    if not results:
+        raise ValueError("results is empty: pass e.g. {'lr 0.05': result.history}.")
+    suffix = f"_{metric}" if metric else ""
+    fig, axes = new_figure(len(results), width=4.2)
+    axes = np.atleast_1d(axes)
+    for ax, (label, hist) in zip(axes, results.items()):
+        remaining = 1 - hist["sparsity"]
+        ax.plot(remaining, hist[f"ticket{suffix}"], marker="o", label="IMP ticket (rewound)")
+        if f"control{suffix}" in hist:
+            ax.plot(remaining, hist[f"control{suffix}"], marker="s",
+                    label="same mask, random re-init")
+        ax.axhline(hist[f"ticket{suffix}"].iloc[0], color="0.5", linestyle=":", label="dense")
+        ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel="test accuracy",
+               title=label)
+        ax.invert_xaxis()
+    axes[0].legend(fontsize="x-small")
+    return fig
