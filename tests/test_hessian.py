@@ -88,6 +88,51 @@ def test_top_eigenvalues_match_dense_eigvalsh(which):
         torch.testing.assert_close(op.matvec(u), lam * u, rtol=0, atol=1e-3 * abs(lam) + 1e-5)
 
 
+@pytest.fixture(scope="module")
+def trained_digits_nets():
+    """Digits MLPs 64-24-10 (1,810 parameters) trained to low loss on 400 samples, in float64,
+    with their dense Hessian spectra: thousands of eigenvalues within 1e-3·λ_max of 0 and a few
+    hundred small negative ones, the cluster that fools a shifted, restarted Lanczos."""
+    from torch.utils.data import TensorDataset
+
+    from toolkit import data, models, train
+
+    digits = data.subsample(data.load_digits(seed=0)[0], 400, seed=0)
+    digits = TensorDataset(digits.tensors[0].double(), digits.tensors[1])
+    nets = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        model = models.MLP(64, [24], 10).double()
+        train.fit(model, digits, epochs=60, batch_size=50, lr=0.1, momentum=0.9, seed=seed,
+                  progress=False)
+        model.eval()
+        op = hessian.HessianOperator(model, "ce", digits.tensors)
+        dense = op.dense()
+        nets.append((model, digits.tensors, torch.linalg.eigvalsh((dense + dense.T) / 2).numpy()))
+    return nets
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_smallest_eigenvalues_of_trained_nets_match_dense_eigvalsh(trained_digits_nets, index):
+    model, (x, y), exact = trained_digits_nets[index]
+    assert (np.abs(exact) < 1e-3 * exact[-1]).sum() > 1000 and exact[0] < 0  # the cluster is there
+    for k in (1, 3):
+        res = hessian.top_eigenvalues(model, "ce", (x, y), k=k, which="smallest", tol=1e-3)
+        assert res.converged
+        # within tol of the true k smallest (relative to each value), never an interior value
+        np.testing.assert_allclose(res.eigenvalues, exact[:k], rtol=2e-3)
+        assert res.n_hvp <= 3 * 100 * k + k
+
+
+def test_smallest_eigenvalue_reports_not_converged_when_the_budget_is_too_small(
+        trained_digits_nets):
+    model, (x, y), exact = trained_digits_nets[0]
+    with pytest.warns(UserWarning, match="did not converge"):
+        res = hessian.top_eigenvalues(model, "ce", (x, y), which="smallest", tol=1e-3, max_iter=8)
+    assert not res.converged
+    assert res.eigenvalues[0] >= exact[0] - 1e-12  # a Ritz value: an upper bound on λ_min
+
+
 def test_power_iteration_with_deflation_on_a_convex_quadratic():
     # linear least squares: H = 2 XᵀX / N (bias column included), positive semi-definite
     gen = torch.Generator().manual_seed(0)
@@ -189,7 +234,7 @@ def test_sharpness_on_a_quadratic_matches_the_closed_form(adaptive):
     theta = torch.cat([model.weight.detach().reshape(-1), model.bias.detach()]).double()
     g = 2 * xb.T @ (xb @ theta - y.double().reshape(-1)) / 30
     h = 2 * xb.T @ xb / 30
-    t = theta.abs() if adaptive else torch.ones_like(theta)
+    t = theta.abs() + 0.01 if adaptive else torch.ones_like(theta)  # ASAM: T = |θ| + η
     eps = 0.1 * t**2 * g / (t * g).norm()
     expected = float(g @ eps + 0.5 * eps @ h @ eps)
     res = hessian.sharpness(model, F.mse_loss, (x, y), rho=0.1, adaptive=adaptive)
@@ -200,7 +245,7 @@ def test_sharpness_on_a_quadratic_matches_the_closed_form(adaptive):
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_sam_step_on_a_quadratic_matches_the_closed_form(adaptive):
     # L(θ) = ½ θᵀAθ − bᵀθ: one SAM step is θ' = θ − η ∇L(θ + ε), ε = ρ T²g / ‖Tg‖, g = Aθ − b,
-    # T = I (SAM, Foret et al. 2021) or diag(|θ|) (ASAM, Kwon et al. 2021).
+    # T = I (SAM, Foret et al. 2021) or diag(|θ|) + η (ASAM, Kwon et al. 2021, η = 0.01).
     gen = torch.Generator().manual_seed(0)
     m = torch.randn(5, 5, generator=gen, dtype=torch.float64)
     a = m @ m.T + torch.eye(5, dtype=torch.float64)
@@ -218,12 +263,29 @@ def test_sam_step_on_a_quadratic_matches_the_closed_form(adaptive):
 
     opt.step(closure)
     g = a @ theta0 - b
-    t = theta0.abs() if adaptive else torch.ones(5, dtype=torch.float64)
+    t = theta0.abs() + 0.01 if adaptive else torch.ones(5, dtype=torch.float64)
     eps = rho * t**2 * g / (t * g).norm()
     expected = theta0 - lr * (a @ (theta0 + eps) - b)
     torch.testing.assert_close(p.detach(), expected, rtol=1e-10, atol=1e-10)
     # and it is not the plain gradient step
     assert float((expected - (theta0 - lr * g)).norm()) > 1e-3
+
+
+def test_asam_perturbs_zero_weights_through_its_offset():
+    # Kwon et al. 2021: T = |w| + η. With η = 0 a zero-initialised bias is never perturbed.
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    nn.init.zeros_(model.bias)
+    x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    with_offset = hessian.sharpness(model, F.cross_entropy, (x, y), rho=0.1, adaptive=True)
+    without = hessian.sharpness(model, F.cross_entropy, (x, y), rho=0.1, adaptive=True,
+                                asam_eta=0.0)
+    assert float(with_offset.epsilon["bias"].abs().min()) > 0
+    assert float(without.epsilon["bias"].abs().max()) == 0
+    # ‖T⁻¹ε‖ = ρ exactly: the constraint the first-order maximiser saturates
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    eps = torch.cat([with_offset.epsilon[n].reshape(-1) for n, _ in model.named_parameters()])
+    assert float((eps / train.sam_scale(theta, True)).norm()) == pytest.approx(0.1, rel=1e-5)
 
 
 def test_batchnorm_in_train_mode_is_refused_and_eval_mode_works():

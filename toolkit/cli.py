@@ -52,7 +52,7 @@ __all__ = ["RUN_FILE", "HISTORY_FILE", "FIT_KNOBS", "NOT_A_SINGLE_FIT", "UsageEr
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.csv"
-FIT_KNOBS = ("loss", "optimizer", "momentum", "weight_decay", "schedule", "rho", "adaptive",
+FIT_KNOBS = ("loss", "optimizer", "momentum", "weight_decay", "schedule", "rho", "adaptive", "asam_eta",
              "loss_kwargs", "amp", "compile")
 # Experiments whose main computation is not one `fit` of one model: the reason, and what to run.
 NOT_A_SINGLE_FIT = {

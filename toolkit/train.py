@@ -28,8 +28,8 @@ from ._checks import check_choice
 from .utils import as_tensors, atomic_save, get_device, iterate_batches, seed_everything
 
 __all__ = ["CHECKPOINT_NAME", "mse_loss", "label_smoothing_loss", "maxsup_loss", "LOSSES",
-           "get_loss", "SAM", "OPTIMIZERS", "make_optimizer", "lr_factor", "EVAL_METRICS",
-           "evaluate", "save_checkpoint", "load_checkpoint", "fit"]
+           "get_loss", "ASAM_ETA", "sam_scale", "SAM", "OPTIMIZERS", "make_optimizer", "lr_factor",
+           "EVAL_METRICS",           "evaluate", "save_checkpoint", "load_checkpoint", "fit"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -101,20 +101,37 @@ def get_loss(name: str | Callable,
 # ------------------------------------------------------------------------------------ optimisers
 
 
+ASAM_ETA = 0.01  # Kwon et al. 2021's default offset (their official code, eta=0.01)
+
+
+def sam_scale(w: torch.Tensor, adaptive: bool, eta: float = ASAM_ETA) -> torch.Tensor:
+    r"""SAM's normalisation operator T (as its diagonal): ones for SAM, |w| + η for ASAM.
+
+    Kwon et al. 2021 (arXiv 2102.11600) perturb within ‖T⁻¹ε‖ ≤ ρ with T = diag(|w|) + η I; the
+    offset η perturbs weights that are exactly zero (zero-initialised biases) and keeps ‖T⁻¹ε‖
+    finite. ``eta=0`` gives the scale-only operator.
+    """
+    return w.abs() + eta if adaptive else torch.ones_like(w)
+
+
 class SAM(torch.optim.Optimizer):
     r"""Sharpness-aware minimisation (Foret et al. 2021, arXiv 2010.01412) and its adaptive
     variant ASAM (Kwon et al. 2021, arXiv 2102.11600) on top of any base optimiser.
 
-    One step: g = ∇L(w); ε = ρ·T²g/‖Tg‖ with T = I (SAM) or T = diag(|w|) (ASAM);
-    then the base optimiser steps from w with the gradient ∇L(w + ε). ``step`` needs a closure that
-    zeroes the gradients, computes the loss and calls ``backward``.
+    One step: g = ∇L(w); ε = ρ·T²g/‖Tg‖ with T = I (SAM) or T = diag(|w| + η) (ASAM, see
+    :func:`sam_scale`); then the base optimiser steps from w with the gradient ∇L(w + ε). ``step``
+    needs a closure that zeroes the gradients, computes the loss and calls ``backward``.
     """
 
     def __init__(self, params: Iterable, base_optimizer_cls: type = torch.optim.SGD,
-                 rho: float = 0.05, adaptive: bool = False, **base_kwargs):
+                 rho: float = 0.05, adaptive: bool = False, asam_eta: float = ASAM_ETA,
+                 **base_kwargs):
         if rho < 0:
             raise ValueError(f"rho must be non-negative, got {rho}.")
-        super().__init__(params, dict(rho=rho, adaptive=adaptive, **base_kwargs))
+        if asam_eta < 0:
+            raise ValueError(f"asam_eta must be non-negative, got {asam_eta}.")
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, asam_eta=asam_eta,
+                                      **base_kwargs))
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
 
@@ -125,7 +142,7 @@ class SAM(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None:
-                    scale = p.abs() if group["adaptive"] else torch.ones_like(p)
+                    scale = sam_scale(p, group["adaptive"], group["asam_eta"])
                     pairs.append((p, group, scale))
         norm = torch.sqrt(sum(((s * p.grad) ** 2).sum() for p, _, s in pairs))
         return [(p, g["rho"] * s**2 * p.grad / (norm + 1e-12)) for p, g, s in pairs]
@@ -159,7 +176,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw", "sam")
 
 def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0,
                    weight_decay: float = 0.0, rho: float = 0.05,
-                   adaptive: bool = False) -> torch.optim.Optimizer:
+                   adaptive: bool = False, asam_eta: float = ASAM_ETA) -> torch.optim.Optimizer:
     """Optimiser by name: ``sgd``, ``adam``, ``adamw`` or ``sam`` (SAM/ASAM over SGD)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -168,7 +185,7 @@ def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0,
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sam":
-        return SAM(params, torch.optim.SGD, rho=rho, adaptive=adaptive, lr=lr,
+        return SAM(params, torch.optim.SGD, rho=rho, adaptive=adaptive, asam_eta=asam_eta, lr=lr,
                    momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"optimizer={name!r} is unknown; choose one of {OPTIMIZERS}.")
 
@@ -366,7 +383,7 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         callbacks: Sequence[Callable] = (), callback_every: int = 1,
         checkpoint_dir: str | Path | None = None, checkpoint_every: int = 10,
         resume: bool = True, progress: bool = True, amp: bool = False, rho: float = 0.05,
-        adaptive: bool = False, loss_kwargs: dict | None = None,
+        adaptive: bool = False, asam_eta: float = ASAM_ETA, loss_kwargs: dict | None = None,
         compile: bool = False, metrics: Sequence[str] = EVAL_METRICS) -> pd.DataFrame:
     """Train ``model`` on ``train`` and return the history (one row per epoch, epoch 0 included).
 
@@ -382,6 +399,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     ``amp=True`` trains in bfloat16 autocast on CUDA (float16 with loss scaling where bf16 is
     missing); analyses never autocast (see :mod:`toolkit.distributed`). ``compile=True`` runs the
     training steps through ``torch.compile`` (evaluation and callbacks use the plain module).
+    ``optimizer="sam"`` is SAM over SGD with radius ``rho``; ``adaptive=True`` makes it ASAM with
+    the offset ``asam_eta`` (:func:`sam_scale`).
 
     ``loss`` is a name (see :func:`get_loss`) or any ``callable(outputs, targets) -> scalar`` mean
     loss, with ``loss_kwargs`` passed to it, e.g. a contrastive loss on embeddings
@@ -436,7 +455,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     if distributed and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum,
-                         weight_decay=weight_decay, rho=rho, adaptive=adaptive)
+                         weight_decay=weight_decay, rho=rho, adaptive=adaptive,
+                         asam_eta=asam_eta)
     scaler = torch.amp.GradScaler("cuda") if amp and amp_dtype == torch.float16 else None
     if scaler is not None and optimizer == "sam":
         raise ValueError("SAM with float16 AMP is not supported; use a bf16-capable GPU or "
@@ -444,7 +464,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     generator = torch.Generator().manual_seed(seed)
     config = _config(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum,
                      weight_decay=weight_decay, batch_size=batch_size, seed=seed,
-                     schedule=schedule, rho=rho, adaptive=adaptive, n_train=len(x_train),
+                     schedule=schedule, rho=rho, adaptive=adaptive,
+                     **({"asam_eta": asam_eta} if adaptive else {}), n_train=len(x_train),
                      loss_kwargs=str(sorted((loss_kwargs or {}).items())))
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
