@@ -49,9 +49,9 @@ import torch
 from tqdm.auto import tqdm
 
 import toolkit
-from toolkit import data, models, ntk, presets, train
+from toolkit import claims, data, models, ntk, presets, train
 from toolkit.plotting import ntk as ntk_plots
-from toolkit.utils import loglog_slope, self_check
+from toolkit.utils import self_check
 from toolkit.widgets import ntk as ntk_widgets
 
 preset = presets.get_preset("ntk", PRESET)
@@ -97,9 +97,9 @@ fig = ntk_plots.convergence(convergence)
 
 # %%
 mean_error = convergence.groupby("width")["rel_error"].mean()
-slope = loglog_slope(mean_error.index, mean_error.values)
-self_check(-0.75 < slope < -0.3 and mean_error.iloc[-1] < 0.15,
-           f"empirical NTK -> analytic NTK as width grows (slope {slope:.2f}, about -1/2)")
+verdict = claims.ntk.kernel_converges(mean_error.index, mean_error.values)
+self_check(verdict, f"empirical NTK -> analytic NTK as width grows (slope {verdict['slope']:.2f}, "
+                    f"about -1/2; error {verdict['final_error']:.3f} at width {mean_error.index[-1]})")
 
 # %% [markdown]
 # ## 2. Lazy training: the kernel stops moving as the width grows
@@ -146,17 +146,17 @@ fig = ntk_plots.drift(lazy)
 # %% [markdown]
 # **Self-check.** In the NTK scaling the drift falls with width; in the mean-field scaling it stays
 # large (at the largest width at least 5× the NTK drift), although at every width both nets reach
-# comparable training losses (within a factor 2), so they were trained equally far.
+# comparable training losses (within a factor 3), so they were trained equally far.
 
 # %%
 ntk_rows = lazy[lazy.scaling == "ntk"].set_index("width")
 mf_rows = lazy[lazy.scaling == "mean-field"].set_index("width")
-ntk_slope = loglog_slope(ntk_rows.index, ntk_rows["drift"])
-drift_ratio = mf_rows["drift"].iloc[-1] / ntk_rows["drift"].iloc[-1]
-loss_ratio = ntk_rows["final_loss"] / mf_rows["final_loss"]
-self_check(ntk_slope < -0.2 and drift_ratio > 5 and loss_ratio.between(0.5, 2).all(),
-           f"NTK-scaling drift shrinks with width (slope {ntk_slope:.2f}); mean-field drift "
-           f"stays {drift_ratio:.0f}x larger at equal training loss")
+verdict = claims.ntk.lazy_vs_mean_field(ntk_rows.index, ntk_rows["drift"], mf_rows["drift"],
+                                        ntk_rows["final_loss"], mf_rows["final_loss"])
+self_check(verdict, f"NTK-scaling drift shrinks with width (slope {verdict['ntk_slope']:.2f}); "
+                    f"mean-field drift stays {verdict['drift_ratio']:.0f}x larger (slope "
+                    f"{verdict['mf_slope']:.2f}) at equal training loss (ratio "
+                    f"{verdict['loss_ratio_min']:.2f}-{verdict['loss_ratio_max']:.2f})")
 
 # %% [markdown]
 # ## 3. Equivalence: a wide network predicts like kernel regression with its NTK
@@ -211,10 +211,9 @@ fig = ntk_plots.equivalence(gaps, cpu[2], f_net[:, n:], f_kernel[:, n:], steps, 
 
 # %%
 mean_gap = gaps.groupby("width")["gap"].mean()
-gap_slope = loglog_slope(mean_gap.index, mean_gap.values)
-self_check(gap_slope < -0.25 and mean_gap.iloc[-1] < 0.02,
-           f"network -> kernel regression as width grows (gap slope {gap_slope:.2f}, "
-           f"gap {mean_gap.iloc[-1]:.4f} at width {mean_gap.index[-1]})")
+verdict = claims.ntk.kernel_equivalence(mean_gap.index, mean_gap.values)
+self_check(verdict, f"network -> kernel regression as width grows (gap slope {verdict['slope']:.2f}, "
+                    f"gap {verdict['final_gap']:.4f} at width {mean_gap.index[-1]})")
 
 # %% [markdown]
 # ## 4. Spectral bias: large-eigenvalue directions are learned first
@@ -241,12 +240,9 @@ fig = ntk_plots.spectral_bias(decay)
 # the smaller the remaining residual.
 
 # %%
-visible = decay[decay.predicted > 0.01]
-max_dev = float((visible.measured - visible.predicted).abs().max())
-remaining = decay[decay.step == steps[2]].sort_values("mode")["measured"].to_numpy()
-self_check(max_dev < 0.05 and all(remaining[:-1] <= remaining[1:]),
-           f"residual along eigenvector i decays like (1 - eta' lambda_i)^t (max deviation "
-           f"{max_dev:.3f}); larger eigenvalues are learned first")
+verdict = claims.ntk.spectral_bias(decay, at_step=steps[2])
+self_check(verdict, f"residual along eigenvector i decays like (1 - eta' lambda_i)^t (max "
+                    f"deviation {verdict['max_deviation']:.3f}); larger eigenvalues are learned first")
 
 # %% [markdown]
 # ## 5. Fixed activation patterns: a surrogate whose kernel never moves
@@ -258,10 +254,13 @@ self_check(max_dev < 0.05 and all(remaining[:-1] <= remaining[1:]),
 # its weights, so its NTK $K$ is constant at any width and GD converges geometrically:
 # $L_t \le (1 - \eta'\lambda_{\min})^{2t} L_0$ — a straight line on a log axis, with a rate set by
 # the smallest eigenvalue (positive once the width is about quadratic in the sample size). Trained
-# weights pass through the gates, and the gated net can be re-expressed exactly as an ordinary ReLU
-# network at most twice as wide (`ntk.to_relu`), through
-# $\mathbf 1[g\cdot x>0]\,(w\cdot x) = \mathrm{ReLU}(w\cdot x + M g\cdot x) - \mathrm{ReLU}(M g\cdot x)$
-# for $M \ge \max |w\cdot x| / |g\cdot x|$; the deep case is derived in `to_relu`'s docstring.
+# weights pass through the gates, and on a given set of inputs the gated net can be re-expressed
+# as an ordinary ReLU network at most twice as wide (`ntk.to_relu`), through
+# $\mathbf 1[g\cdot x>0]\,(w\cdot x) = \mathrm{ReLU}(w\cdot x + M g\cdot x) - \mathrm{ReLU}(M g\cdot x)$,
+# which holds wherever $M \ge |w\cdot x| / |g\cdot x|$; the deep case is derived in `to_relu`'s
+# docstring. $M$ is a number chosen on a *finite* set (its largest ratio times a margin), so the
+# conversion is exact on that set and not, in general, on inputs it has not seen: near a gate's
+# hyperplane $g\cdot x = 0$ the ratio is unbounded.
 
 # %%
 x_gate, y_gate = (t[: preset.gated_points].to(device, DTYPE) for t in teacher_train.tensors)
@@ -295,38 +294,69 @@ fig = ntk_plots.gated({label: histories[label] for label in plotted}, bound, dri
 
 # %% [markdown]
 # **Self-check 1.** The surrogate's loss stays below the geometric bound at every step and falls by
-# more than 1000×.
+# more than 1000×. (At this width the ordinary ReLU twin also stays below the bound, its kernel
+# moving by only a few percent: the bound is a theorem for the surrogate, an observation for the
+# twin. A width-8 surrogate, with $\lambda_{\min}$ near 0, obeys the bound but falls only
+# 40–500×; a step above $2/\lambda_{\max}$ diverges.)
 
 # %%
-losses = torch.tensor(histories["gated"]["train_loss"].to_numpy(), dtype=torch.float64)
-self_check(bool(torch.all(losses <= bound * (1 + 1e-9)))
-           and losses[-1] < 1e-3 * losses[0],
-           f"gated surrogate loss falls geometrically ({losses[0]:.2g} -> {losses[-1]:.2g}, "
-           "below (1 - eta' lambda_min)^(2t) L_0)")
+verdict = claims.ntk.geometric_convergence(histories["gated"]["train_loss"].to_numpy(), bound)
+self_check(verdict, f"gated surrogate loss falls {verdict['drop']:.2g}x, geometrically, below "
+                    f"(1 - eta' lambda_min)^(2t) L_0 (max loss/bound {verdict['worst_ratio']:.2f})")
 
 # %% [markdown]
 # **Self-check 2.** Its NTK did not move during training (exactly, up to rounding), while the
-# ordinary ReLU network trained from the same weights changed its kernel.
+# ordinary ReLU network trained from the same weights changed its kernel. (The two-layer surrogate
+# with a trained head is only multilinear in its weights: its kernel moves, by
+# about 1e-2 (printed above), and it would fail this check.)
 
 # %%
-self_check(drift["gated"] < 1e-9 and drift["ReLU twin of gated"] > 1e3 * max(drift["gated"], 1e-16),
-           f"gated NTK fixed during training (drift {drift['gated']:.1e}) vs ReLU net "
-           f"{drift['ReLU twin of gated']:.1e}")
+verdict = claims.ntk.constant_kernel(drift["gated"], drift["ReLU twin of gated"])
+self_check(verdict, f"gated NTK fixed during training (drift {verdict['drift']:.1e}) vs ReLU net "
+                    f"{verdict['control_drift']:.1e}")
 
 # %% [markdown]
-# **Self-check 3.** `to_relu` turns the trained surrogates (one and two hidden layers) into ReLU
-# networks twice as wide with the same outputs on the training and held-out inputs, to 1e-5.
+# **Where `to_relu` is exact.** We choose the scales on the 16 training inputs and compare the
+# ReLU net with the surrogate there and on 48 inputs it has never seen (the rest of the teacher
+# data). `ntk.required_margin` gives, for each unseen input, the smallest `margin` that
+# guarantees agreement there; the table sweeps the margin.
 
 # %%
-x_check = torch.cat([x_gate, teacher_test.tensors[0].to(device, DTYPE)])
-errors = []
-for gated in surrogates.values():
-    relu_net = ntk.to_relu(gated, x_check)
-    with torch.no_grad():
-        errors.append(float((relu_net(x_check) - gated(x_check)).abs().max()))
+x_unseen = torch.cat([teacher_train.tensors[0][preset.gated_points:],
+                      teacher_test.tensors[0]]).to(device, DTYPE)
+rows = []
+for name, gated in surrogates.items():
+    required = ntk.required_margin(gated, x_gate, x_unseen)
+    for margin in (1, 2, 10, 100, 1e4):
+        relu_net = ntk.to_relu(gated, x_gate, margin=margin)  # M chosen on x_gate only
+        with torch.no_grad():
+            fit_error = (relu_net(x_gate) - gated(x_gate)).abs()
+            unseen_error = (relu_net(x_unseen) - gated(x_unseen)).abs()
+        rows.append({"surrogate": name, "margin": margin,
+                     "verdict": claims.ntk.relu_conversion(fit_error, unseen_error, required,
+                                                           margin)})
+conversion = pd.DataFrame([{"surrogate": r["surrogate"], "margin": r["margin"], **r["verdict"].values}
+                           for r in rows])
 print(relu_net)
-self_check(max(errors) < 1e-5,
-           f"to_relu gives a ReLU net with identical outputs (max error {max(errors):.1e})")
+conversion
+
+# %% [markdown]
+# **Self-check 3.** At the default `margin=2` and at `margin=100`, `to_relu` turns both trained
+# surrogates into ReLU networks twice as wide that match them to 1e-5 on the inputs the scales
+# were chosen on, and on every unseen input the margin covers. The rest is measured, not
+# promised: with `margin=2` the margin covers almost none of the unseen inputs and most of them
+# come out different, by a few percent of the output scale; `margin=100` covers most of them, at
+# a rounding error that grows with the margin.
+
+# %%
+for r in rows:
+    if r["margin"] in (2, 100):
+        v = r["verdict"]
+        self_check(v, f"{r['surrogate']}, margin {r['margin']:g}: to_relu exact on the "
+                      f"{len(x_gate)} inputs M was chosen on (max error {v['fit_max_error']:.1e}) "
+                      f"and on the {v['coverage']:.0%} of unseen inputs the margin covers; "
+                      f"{v['exact_fraction']:.0%} of unseen inputs within 1e-5, max error "
+                      f"{v['unseen_max_error']:.2g}")
 
 # %% [markdown]
 # ## 6. Explore: network vs kernel, by width and training time
@@ -342,16 +372,12 @@ explorer
 
 # %% [markdown]
 # **Self-check.** Headless, the panel still draws its figure (two panels) and, at the largest width
-# and the displayed step, network and kernel agree to within 0.05.
+# and the displayed step, network and kernel agree to within 0.02.
 
 # %%
-shown = explorer.values
-net_shown, kernel_shown = predictions[shown["width"]]
-k = steps.index(shown["step"])
-shown_gap = float((net_shown[k] - kernel_shown[k]).pow(2).mean().sqrt())
-self_check(len(explorer.figure.axes) == 2 and shown_gap < 0.05,
-           f"panel drawn headless; width {shown['width']} at step {shown['step']}: "
-           f"gap {shown_gap:.4f}")
+verdict = claims.ntk.explorer_agrees(explorer, predictions, steps)
+self_check(verdict, f"panel drawn headless ({verdict['axes']} panels); width {verdict['width']} at "
+                    f"step {verdict['step']}: gap {verdict['gap']:.4f}")
 
 # %% [markdown]
 # ## Try it yourself

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 import toolkit
-from toolkit import collapse, data, models, presets, train
+from toolkit import claims, collapse, data, models, presets, train
 from toolkit.plotting import collapse as nc_plots
 from toolkit.utils import self_check
 from toolkit.widgets import collapse as nc_widgets
@@ -96,16 +96,19 @@ fig = nc_plots.gram_heatmap(features, labels, weight=net.head.weight.detach())
 
 # %%
 first = history.dropna(subset=["nc1"]).iloc[0]
-self_check(phase["zero_error_epoch"] is not None, f"zero training error reached at epoch "
-           f"{phase['zero_error_epoch']}")
-self_check(phase["drop"] >= 10, f"NC1 fell {phase['drop']:.1f}x from the zero-error epoch "
-           f"({phase['at_zero_error']:.3g}) to the end ({phase['final']:.3g})")
-self_check(final.etf_error < first["etf_error"] / 3 and final.self_duality < first["self_duality"] / 10,
-           f"means approach the ETF (error {first['etf_error']:.2f} -> {final.etf_error:.3f}) and "
-           f"the classifier approaches the means (NC3 {first['self_duality']:.2f} -> "
-           f"{final.self_duality:.3f})")
-self_check(final.ncc_mismatch <= 0.01, f"NC4: classifier = nearest class mean on "
-           f"{100 * (1 - final.ncc_mismatch):.1f}% of the training set")
+verdict = claims.collapse.zero_training_error(history)
+self_check(verdict, f"zero training error reached at epoch {verdict['zero_error_epoch']}")
+verdict = claims.collapse.nc1_keeps_falling(history)
+self_check(verdict, f"NC1 fell {verdict['drop']:.1f}x (>= 10x) from the zero-error epoch "
+           f"({verdict['at_zero_error']:.3g}) to the end ({verdict['final']:.3g})")
+verdict = claims.collapse.approaches_etf_and_self_duality(first, final)
+self_check(verdict, f"means approach the ETF (error {verdict['etf_first']:.2f} -> "
+           f"{verdict['etf_final']:.3f}, /{verdict['etf_ratio']:.1f} >= 3) and the classifier "
+           f"approaches the means (NC3 {verdict['nc3_first']:.2f} -> {verdict['nc3_final']:.3f}, "
+           f"/{verdict['nc3_ratio']:.0f} >= 10)")
+verdict = claims.collapse.classifier_is_ncc(final)
+self_check(verdict, f"NC4: classifier = nearest class mean on {100 * verdict['agreement']:.1f}% "
+           "of the training set (>= 99%)")
 
 # %% [markdown]
 # ## 2 · The unconstrained-features model
@@ -152,26 +155,26 @@ print(curve.round(4).to_string(index=False))
 fig = nc_plots.minority_collapse_plot(curve)
 
 # %%
-self_check(ufm_metrics.etf_error < 1e-2 and ufm_metrics.nc1 < 1e-4
-           and ufm_metrics.self_duality < 1e-3,
-           f"balanced UFM: ETF error {ufm_metrics.etf_error:.1e} < 1e-2, NC1 "
-           f"{ufm_metrics.nc1:.1e}, NC3 {ufm_metrics.self_duality:.1e}")
-self_check(abs(curve["minority_cos"].iloc[0] + 1 / (preset.mc_classes - 1)) < 1e-3,
-           "ratio 1: minority classifier rows have the ETF cosine -1/(C-1)")
-gaps = curve["minority_distance"].to_numpy()
-self_check(((gaps[1:] - gaps[:-1]) < 1e-6).all() and gaps[-1] < 1e-2,
-           f"minority collapse: the distance between minority classifier rows shrinks "
-           f"monotonically from {gaps[0]:.2f} to {gaps[-1]:.1e} (relative to the row norm) as the "
-           f"ratio grows to {curve['ratio'].iloc[-1]:g}")
+verdict = claims.collapse.ufm_simplex_etf(ufm_metrics)
+self_check(verdict, f"balanced UFM: ETF error {verdict['etf_error']:.1e} < 1e-2, NC1 "
+           f"{verdict['nc1']:.1e} < 1e-4, NC3 {verdict['nc3']:.1e} < 1e-3")
+verdict = claims.collapse.etf_cosine(curve["minority_cos"].iloc[0], preset.mc_classes)
+self_check(verdict, f"ratio {curve['ratio'].iloc[0]:g}: minority classifier rows have cosine "
+           f"{verdict['cosine']:.4f}, the ETF's -1/(C-1) = {verdict['target']:.4f}")
+verdict = claims.collapse.minority_collapse_curve(curve)
+self_check(verdict, f"minority collapse: the distance between minority classifier rows shrinks "
+           f"monotonically from {verdict['first']:.2f} to {verdict['last']:.1e} (relative to the "
+           f"row norm) as the ratio grows to {curve['ratio'].iloc[-1]:g}")
 
 # %% [markdown]
 # ## 3 · Deep linear networks and the orthogonal frame
 #
 # **Claim** (Dang et al. 2023, arXiv 2301.00437): in a deep *linear* unconstrained-features model
-# trained with MSE and weight decay, collapse happens in **every** linear layer. Without a bias and
-# with imbalanced classes, the class means do not form an ETF but an **orthogonal frame** whose
-# lengths depend on the class sizes. For one layer the lengths have a closed form
-# (`collapse.ufm_mse_closed_form`): the minority classes get *longer* features and *shorter*
+# trained with MSE and weight decay, collapse happens in **every** linear layer. The shape of the
+# frame comes from the **missing bias**: without a bias the class means form an **orthogonal
+# frame** (raw means pairwise orthogonal; with a bias they would form a simplex ETF), balanced or
+# not. Class imbalance only sets the **lengths**: for one layer they have a closed form
+# (`collapse.ufm_mse_closed_form`), the minority classes getting *longer* features and *shorter*
 # classifier rows.
 
 # %%
@@ -193,36 +196,82 @@ fig = nc_plots.cosine_heatmap(collapse.mean_geometry(shallow.features, shallow.l
                               title="bias-free MSE UFM: cosines of raw class means")
 
 # %%
-self_check((per_layer["nc1"] < 1e-3).all(), f"NC1 < 1e-3 in every layer (max "
-           f"{per_layer['nc1'].max():.1e})")
-self_check((per_layer["max_abs_cos"] < 1e-2).all(), "class means form an orthogonal frame in "
-           f"every layer (max |cos| {per_layer['max_abs_cos'].max():.1e})")
-self_check((per_layer["norm_count_corr"] < 0).all(), "in every layer the minority classes have "
-           "the longer class means")
-rel = ((predicted["measured_feature_norm"] - predicted["feature_norm"]).abs()
-       / predicted["feature_norm"]).max()
-self_check(rel < 1e-2, f"one-layer norms match the closed form (max relative error {rel:.1e})")
+verdict = claims.collapse.nc1_every_layer(per_layer)
+self_check(verdict, f"NC1 < 1e-3 in every layer (max {verdict['max_nc1']:.1e})")
+verdict = claims.collapse.orthogonal_frame_every_layer(per_layer)
+self_check(verdict, "without a bias the class means form an orthogonal frame in every layer "
+           f"(max |cos| {verdict['max_abs_cos']:.1e} < 1e-2)")
+verdict = claims.collapse.minority_longer_means(per_layer)
+self_check(verdict, "imbalance sets the lengths: in every layer the minority classes have the "
+           f"longer class means (size-norm rank correlation <= {verdict['max_corr']:.2f})")
+verdict = claims.collapse.matches_closed_form(predicted["measured_feature_norm"],
+                                              predicted["feature_norm"])
+self_check(verdict, f"one-layer norms match the closed form (max relative error "
+           f"{verdict['max_rel_error']:.1e} < 1e-2)")
 
 # %% [markdown]
 # ## 4 · Supervised contrastive loss: ReLU restores symmetry
 #
-# **Claim** (Kini et al. 2023, arXiv 2306.07960): under class imbalance the embeddings learned
-# with the supervised contrastive loss (SCL, Khosla et al. 2020, arXiv 2004.11362) lose their
-# symmetry, but adding a ReLU at the end of the encoder restores it: the class means form an
-# **orthogonal frame** (all pairwise cosines 0) whatever the class sizes, provided every batch holds
-# every class (full batch here).
+# **Claim** (Kini et al. 2023, arXiv 2306.07960): with the supervised contrastive loss (SCL,
+# Khosla et al. 2020, arXiv 2004.11362) and every class in every batch (full batch here), the
+# class means of the normalised embeddings form a simplex ETF when the classes are balanced
+# (Graf et al. 2021, arXiv 2106.04187), but class imbalance makes that geometry asymmetric.
+# Constraining the embeddings to be non-negative -- a ReLU at the end of the encoder -- restores
+# the symmetry: the class means then form an **orthogonal frame** (all pairwise cosines 0)
+# **whatever the class sizes**.
 #
-# Two encoders identical up to the final ReLU are trained on step-imbalanced digits (half of the
-# classes keep 10% of their samples) by the same `train.fit` as every other network, with the loss
-# `collapse.supcon_loss` (a callable `(embeddings, labels) -> loss`). The outputs are embeddings,
-# not class logits, so `metrics=("loss",)`: an accuracy would mean nothing.
+# Kini et al.'s theorem is about free embeddings, the unconstrained-features form of SCL:
+# `collapse.ufm_supcon` optimises one embedding per sample directly (ReLU = projection on h ≥ 0)
+# and converges in about a second. Four runs, balanced or imbalanced (three classes keep a tenth of
+# the samples), with or without the ReLU: the balanced run without ReLU is the control that
+# shows what imbalance changes.
+
+# %%
+geometries = {}
+for relu in (False, True):
+    for name, counts in (("balanced", preset.sclu_balanced),
+                         ("imbalanced", preset.sclu_imbalanced)):
+        solution = collapse.ufm_supcon(counts, preset.sclu_dim, relu=relu,
+                                       temperature=preset.sclu_temperature,
+                                       steps=preset.sclu_steps,
+                                       restarts=preset.sclu_restarts if relu else 1, seed=SEED,
+                                       device=device)
+        key = f"{name}, {'ReLU' if relu else 'no ReLU'}"
+        geometries[key] = solution.geometry()
+        print(f"{key:22s} SupCon loss {solution.loss:.4f}   ", {
+            k: round(v, 3) for k, v in geometries[key].as_dict().items()
+            if k in ("max_abs_cos", "std_cos", "etf_deviation")})
+fig = nc_plots.cosine_heatmaps(geometries, title="SCL with free embeddings: cosines between "
+                                                 "class means")
+
+# %%
+verdict = claims.collapse.simplex_etf_frame(geometries["balanced, no ReLU"])
+self_check(verdict, f"balanced, no ReLU: a simplex ETF (every cosine within "
+           f"{verdict['etf_deviation']:.1e} of -1/(C-1))")
+verdict = claims.collapse.imbalance_breaks_symmetry(geometries["balanced, no ReLU"],
+                                                     geometries["imbalanced, no ReLU"])
+self_check(verdict, f"no ReLU: imbalance makes the geometry asymmetric (spread of cosines "
+           f"{verdict['std_imbalanced']:.3f} vs {verdict['std_balanced']:.1e} balanced)")
+verdict = claims.collapse.orthogonal_frame(geometries["balanced, ReLU"],
+                                           geometries["imbalanced, ReLU"])
+self_check(verdict, f"with ReLU: an orthogonal frame, balanced and imbalanced (max |cos| "
+           f"{verdict['max_abs_cos']:.1e} < 1e-2)")
+
+# %% [markdown]
+# **A trained encoder**, the second illustration: two MLPs identical up to a final ReLU, trained on
+# step-imbalanced digits (half of the classes keep 10 % of their samples) by the same `train.fit`
+# as every other network, with the loss `collapse.supcon_loss` (a callable
+# `(embeddings, labels) -> loss`; `metrics=("loss",)`, since embeddings are not logits). A network
+# only approaches the minimiser, so the check is looser (max |cos| < 0.2); the encoder without ReLU
+# is its control (it would not be an orthogonal frame even on balanced data: there the target is
+# the ETF).
 
 # %%
 scl_train, _ = data.load(preset.scl_dataset, seed=SEED)
 imbalanced = data.imbalance(data.subsample(scl_train, min(len(scl_train), 10 * preset.scl_n_major),
                                            seed=SEED), ratio=preset.scl_ratio, seed=SEED)
 print("class sizes:", torch.bincount(imbalanced.tensors[1]).tolist())
-geometries = {}
+encoder_geometries = {}
 for relu in (True, False):
     torch.manual_seed(SEED)
     encoder = models.MLP(imbalanced.tensors[0].shape[1], preset.scl_widths, preset.scl_dim)
@@ -237,22 +286,18 @@ for relu in (True, False):
     with torch.no_grad():
         x_scl, y_scl = toolkit.utils.as_tensors(imbalanced, device=device)
         embeddings = encoder.eval()(x_scl)
-    geometries["with ReLU" if relu else "without ReLU"] = collapse.mean_geometry(
+    encoder_geometries["with ReLU" if relu else "without ReLU"] = collapse.mean_geometry(
         embeddings.double(), y_scl, normalize=True)
-for name, geo in geometries.items():
+for name, geo in encoder_geometries.items():
     print(name, {k: round(v, 3) for k, v in geo.as_dict().items()})
+fig = nc_plots.cosine_heatmaps(encoder_geometries,
+                               title="SCL encoder on imbalanced digits: cosines between class means")
 
 # %%
-fig = nc_plots.cosine_heatmaps(geometries, title="SCL embeddings: cosines between class means")
-
-# %%
-with_relu, without_relu = geometries["with ReLU"].as_dict(), geometries["without ReLU"].as_dict()
-self_check(with_relu["max_abs_cos"] < 0.2 and abs(with_relu["mean_cos"]) < 0.05,
-           f"SCL + ReLU: off-diagonal cosines ~ 0 (mean {with_relu['mean_cos']:.3f}, max |cos| "
-           f"{with_relu['max_abs_cos']:.3f}): an orthogonal frame despite imbalance")
-self_check(without_relu["std_cos"] > 3 * with_relu["std_cos"],
-           f"without ReLU the geometry is not symmetric: spread of cosines "
-           f"{without_relu['std_cos']:.3f} vs {with_relu['std_cos']:.3f} with ReLU")
+verdict = claims.collapse.orthogonal_frame(encoder_geometries["with ReLU"], tol=0.2)
+self_check(verdict, f"encoder + ReLU on imbalanced digits: near an orthogonal frame (max |cos| "
+           f"{verdict['max_abs_cos']:.3f} < 0.2; without ReLU "
+           f"{encoder_geometries['without ReLU'].as_dict()['max_abs_cos']:.3f})")
 
 # %% [markdown]
 # ## 5 · Label smoothing versus MaxSup
@@ -263,45 +308,60 @@ self_check(without_relu["std_cos"] > 3 * with_relu["std_cos"],
 # misclassified samples LS penalises the ground-truth logit and so reinforces the error. The paper
 # traces LS's over-tight class clusters to this term: LS compresses classes more than MaxSup.
 #
-# Because the two losses coincide once the training error is zero, the toy run keeps errors alive:
-# 30% of the training labels are flipped and the network is small. Within-class spread (NC1) is
-# measured on the clean held-out digits.
+# The two losses differ only where the network errs, so the toy run needs training errors --
+# with *clean* labels (flipped labels would mostly show LS's known robustness to label noise):
+# four overlapping Gaussian classes (separation 1.5, so even the Bayes classifier errs) and a
+# one-hidden-layer MLP that cannot separate them. α = 0.2, the top of the paper's range (its
+# code ramps α from 0.1 to 0.2 during training; at a fixed 0.1 the toy gap vanishes on one seed
+# in five). The same data and initialisation for both losses, on three seeds; NC1 on the (clean)
+# training features, test accuracy beside it.
 
 # %%
-ls_train, ls_test = data.load(preset.ls_dataset, seed=SEED)
-if preset.ls_n_train:
-    ls_train = data.subsample(ls_train, preset.ls_n_train, seed=SEED)
-noisy = data.label_noise(ls_train, preset.ls_noise, seed=SEED)
-smoothing_runs, smoothing_nets = {}, {}
-for name, loss, kwargs in (("label smoothing", "label_smoothing", {"smoothing": preset.ls_alpha}),
-                           ("MaxSup", "maxsup", {"alpha": preset.ls_alpha})):
-    torch.manual_seed(SEED)
-    model = models.MLP(noisy.tensors[0].shape[1], preset.ls_widths, data.n_classes(noisy))
-    hist = train.fit(model, noisy, epochs=preset.ls_epochs, lr=preset.ls_lr, momentum=0.9,
-                     weight_decay=preset.ls_weight_decay, schedule="cosine", loss=loss,
-                     loss_kwargs=kwargs, device=device, seed=SEED, progress=False)
-    held_out = collapse.nc_metrics(*collapse.extract_features(model, ls_test))
-    smoothing_runs[name] = {**held_out.as_dict(), "train_acc": hist["train_acc"].iloc[-1]}
-    smoothing_nets[name] = model
-    print(f"{name:16s} train acc (noisy labels) {hist['train_acc'].iloc[-1]:.3f}   "
-          f"held-out NC1 {held_out.nc1:.3f}   CDNV {held_out.cdnv:.3f}")
-fig = nc_plots.compare_bars(smoothing_runs, "nc1", title="within-class spread on clean test digits")
+rows, smoothing_nets = [], {}
+for seed in preset.ls_seeds:
+    ls_train, ls_test = data.gaussian_mixture(preset.ls_n_samples, preset.ls_classes, preset.ls_dim,
+                                              separation=preset.ls_separation, seed=seed)
+    for name, loss, kwargs in (("label smoothing", "label_smoothing",
+                                {"smoothing": preset.ls_alpha}),
+                               ("MaxSup", "maxsup", {"alpha": preset.ls_alpha})):
+        torch.manual_seed(seed)
+        model = models.MLP(preset.ls_dim, preset.ls_widths, preset.ls_classes)
+        hist = train.fit(model, ls_train, test=ls_test, epochs=preset.ls_epochs, lr=preset.ls_lr,
+                         momentum=0.9, weight_decay=preset.ls_weight_decay, schedule="cosine",
+                         loss=loss, loss_kwargs=kwargs, device=device, seed=seed, progress=False)
+        nc = collapse.nc_metrics(*collapse.extract_features(model, ls_train))
+        rows.append({"seed": seed, "loss": name, "nc1": nc.nc1, "cdnv": nc.cdnv,
+                     "train_acc": hist["train_acc"].iloc[-1], "test_acc": hist["test_acc"].iloc[-1]})
+        if seed == SEED:
+            smoothing_nets[name], smoothing_data = model, ls_train
+smoothing = pd.DataFrame(rows)
+print(smoothing.round(3).to_string(index=False))
+print(smoothing.groupby("loss")[["nc1", "train_acc", "test_acc"]].mean().round(3))
+fig = nc_plots.compare_bars(
+    {name: {"nc1": group["nc1"].mean()} for name, group in smoothing.groupby("loss")}, "nc1",
+    title=f"within-class spread (NC1, training set), mean over {len(preset.ls_seeds)} seeds")
 
 # %%
-x_ls, y_ls = toolkit.utils.as_tensors(noisy, device=device)
+x_ls, y_ls = toolkit.utils.as_tensors(smoothing_data, device=device)
 with torch.no_grad():
     logits = smoothing_nets["MaxSup"].eval()(x_ls)
-correct = logits.argmax(1) == y_ls
-ls_fn = train.get_loss("label_smoothing", smoothing=preset.ls_alpha)
-ms_fn = train.get_loss("maxsup", alpha=preset.ls_alpha)
-gap_correct = abs(float(ls_fn(logits[correct], y_ls[correct]) - ms_fn(logits[correct], y_ls[correct])))
-gap_wrong = float(ms_fn(logits[~correct], y_ls[~correct]) - ls_fn(logits[~correct], y_ls[~correct]))
-self_check(gap_correct < 1e-5 and gap_wrong > 0,
-           f"LS and MaxSup agree on correctly classified samples (gap {gap_correct:.1e}) and differ "
-           f"on the {int((~correct).sum())} misclassified ones (MaxSup - LS = {gap_wrong:.3f} > 0)")
-ls_nc1, ms_nc1 = smoothing_runs["label smoothing"]["nc1"], smoothing_runs["MaxSup"]["nc1"]
-self_check(ls_nc1 < 0.9 * ms_nc1, f"label smoothing compresses classes more than MaxSup: "
-           f"held-out NC1 {ls_nc1:.3f} < 0.9 x {ms_nc1:.3f}")
+verdict = claims.collapse.ls_maxsup_agree_on_correct(logits, y_ls, preset.ls_alpha)
+self_check(verdict, f"LS and MaxSup agree on correctly classified samples (gap "
+           f"{verdict['gap_correct']:.1e}) and differ on the {verdict['n_wrong']} misclassified "
+           f"ones (MaxSup - LS = {verdict['gap_wrong']:.3f} > 0)")
+by_loss = {name: group.sort_values("seed") for name, group in smoothing.groupby("loss")}
+verdict = claims.collapse.ls_tighter_than_maxsup(by_loss["label smoothing"]["nc1"],
+                                                 by_loss["MaxSup"]["nc1"])
+self_check(verdict, f"label smoothing compresses classes more than MaxSup on all "
+           f"{verdict['n_seeds']} seeds: NC1 ratio LS/MaxSup {verdict['mean_ratio']:.3f} on "
+           f"average (worst seed {verdict['max_ratio']:.3f})")
+
+# %% [markdown]
+# What the toy run shows, and what it does not: the NC1 gap is small (2 % on average over the three
+# seeds) but has the same sign on every seed; MaxSup fits the training set better (it does not push
+# down the true-class logit of the errors); the test accuracies differ by up to 2.5 points in
+# either direction with the same mean, so this run does not show the accuracy gain the paper
+# reports for ImageNet-scale models.
 
 # %% [markdown]
 # ## 6 · Watch the features collapse
@@ -315,8 +375,9 @@ panel = nc_widgets.epoch_panel(recorder.snapshots, history)
 panel
 
 # %%
-self_check(len(recorder.snapshots) >= 3 and panel.n_draws >= 1,
-           f"panel built over {len(recorder.snapshots)} recorded epochs")
+verdict = claims.collapse.panel_draws(panel, recorder.snapshots)
+self_check(verdict, f"panel draws headless ({verdict['n_axes']} axes) over "
+           f"{verdict['n_snapshots']} recorded epochs")
 
 # %% [markdown]
 # ## Try it yourself
@@ -331,8 +392,9 @@ self_check(len(recorder.snapshots) >= 3 and panel.n_draws >= 1,
 #    look at `max_abs_cos` per layer: is the optimiser still finding an orthogonal frame, or a
 #    lower-rank geometry? (Weight decay on many layers favours low rank; Súkeník et al. 2024,
 #    arXiv 2405.14468.)
-# 5. In section 5 set `ls_noise` to 0: what happens to the difference between LS and MaxSup, and
-#    why (hint: the first self-check of that section)?
+# 5. In section 5 raise `ls_separation` to 4 (almost separable classes): what happens to the
+#    difference between LS and MaxSup once the training error is zero, and why (hint: the first
+#    self-check of that section)?
 #
 # ## Read more
 #

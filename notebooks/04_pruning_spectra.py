@@ -24,7 +24,8 @@
 #   whose exponent $\alpha$ is fitted as in Clauset, Shalizi & Newman (arXiv 0706.1062).
 # * **Pruning as sparsification.** Yao, Yu & Koutis 2023, "Neural Network Pruning as Spectrum
 #   Preserving Process" (arXiv 2307.08982): pruning a layer is matrix sparsification, and a good
-#   sparsifier keeps the spectrum (singular values, top singular subspaces) of $W$.
+#   sparsifier keeps the spectrum (singular values, top singular subspaces) of $W$. We test that
+#   reading with classical sparsifiers; the paper's own algorithm is not implemented here.
 #
 # We train a small MLP on the 8×8 digits, read its spectra (`toolkit.spectra`), prune it four ways
 # (`toolkit.pruning`), look for lottery tickets, and tie all of it to accuracy.
@@ -38,7 +39,7 @@ DEVICE = "auto"
 import copy
 
 import toolkit
-from toolkit import data, models, plotting, presets, pruning, spectra, train
+from toolkit import claims, data, models, plotting, presets, pruning, spectra, train
 from toolkit.plotting import pruning as pruning_plots
 from toolkit.plotting import spectra as spectra_plots
 from toolkit.utils import self_check
@@ -101,21 +102,24 @@ fig = spectra_plots.layer_esds({"init": init, "trained": model,
 # trained weights falls back into a bulk. At this toy scale (128-wide layers, a few hundred steps)
 # the spikes are the robust signature; $\alpha$ is fitted on a few dozen eigenvalues and is noisy
 # (compare `alpha` and `alpha_random` above, and see the `full` preset).
+#
+#
+# The checks below: at initialisation $\lambda_{\max}$ is within 15 % of the edge with at most one
+# eigenvalue above it (a finite random matrix may put one just over the asymptotic edge: its
+# shuffled copy does too); after training every hidden layer has more spikes than its shuffled
+# copy. Both were checked on seeds 0–3; their controls (a trained net for the first, an untrained
+# or shuffled net for the second) fail, see `tests/test_claims_pruning.py`.
 
 # %%
-init_rows = report_init.set_index("name").loc[hidden]
-trained_rows = report.set_index("name").loc[hidden]
-edge_ratio = init_rows["spectral_norm"] / init_rows["mp_edge"]
-self_check(bool(((edge_ratio - 1).abs() < 0.15).all()) and int(init_rows["n_spikes"].sum()) == 0,
-           f"at init every hidden layer's largest eigenvalue sits at the Marchenko-Pastur edge "
-           f"(ratios {edge_ratio.round(2).tolist()}) with no spikes")
-self_check(bool((trained_rows["n_spikes"] > trained_rows["n_spikes_random"]).all()),
-           f"after training every hidden layer has eigenvalues above the bulk edge "
-           f"({trained_rows['n_spikes'].tolist()}) and more than its shuffled copy "
-           f"({trained_rows['n_spikes_random'].tolist()})")
+bulk = claims.pruning.mp_bulk_at_init(report_init, hidden)
+self_check(bulk, f"at init every hidden layer's largest eigenvalue sits at the Marchenko-Pastur "
+                 f"edge (ratios {bulk['edge_ratio']}, spikes {bulk['n_spikes']})")
+spikes = claims.pruning.spikes_above_shuffled(report, hidden)
+self_check(spikes, f"after training every hidden layer has more eigenvalues above the bulk edge "
+                   f"({spikes['n_spikes']}) than its shuffled copy ({spikes['n_spikes_shuffled']})")
 
 # %% [markdown]
-# ## 2. Pruning 0–95 %: magnitude, random, spectral sampling, structured
+# ## 2. Pruning 0–95 %: magnitude, random, element-wise L2 sampling, structured
 #
 # **Claim** (Yao, Yu & Koutis, arXiv 2307.08982): methods that preserve the weights' spectrum keep
 # the accuracy. We prune copies of the trained model one-shot (no fine-tuning), the same sparsity
@@ -124,12 +128,16 @@ self_check(bool((trained_rows["n_spikes"] > trained_rows["n_spikes_random"]).all
 #
 # * **magnitude** — zero the smallest $|w_{ij}|$ (the minimum-Frobenius-error mask);
 # * **random** — zero random entries (the control);
-# * **spectral** — keep $w_{ij}$ with probability $\pi_{ij}\propto w_{ij}^2$ (capped at 1) and
-#   rescale it to $w_{ij}/\pi_{ij}$, so $\mathbb E[W_s] = W$ (Achlioptas & McSherry; Drineas &
-#   Zouzias, arXiv 1006.0407);
+# * **l2_sampling** — classical element-wise L2 sampling: keep $w_{ij}$ with probability
+#   $\pi_{ij}\propto w_{ij}^2$ (capped at 1) and rescale it to $w_{ij}/\pi_{ij}$, so
+#   $\mathbb E[W_s] = W$ (Achlioptas & McSherry; Drineas & Zouzias, arXiv 1006.0407). It is *not*
+#   the algorithm of arXiv 2307.08982 (this rule was called `"spectral"` before; the old name
+#   still works for one release, with a warning);
 # * **structured** — zero whole rows (neurons) of smallest L2 norm.
 #
-# Spectral error: $\|W-W_s\|_2/\|W\|_2$ (`operator`, per layer; `operator_max` is the worst layer).
+# Spectral errors, per layer and averaged over the hidden layers: $\|W-W_s\|_2/\|W\|_2$
+# (`operator`; `operator_max` is the worst layer) and the largest principal angle between the top-5
+# singular subspaces of $W$ and $W_s$ (`angle`, degrees).
 
 # %%
 sweep = pruning.sparsity_sweep(model, test_set, amounts=preset.amounts, scope=scope,
@@ -138,9 +146,14 @@ print("test accuracy:")
 print(sweep.pivot(index="method", columns="amount", values="acc").round(3).to_string())
 print("relative operator-norm error (mean over layers):")
 print(sweep.pivot(index="method", columns="amount", values="operator").round(3).to_string())
+print("top-5 singular-subspace angle, degrees (mean over layers):")
+print(sweep.pivot(index="method", columns="amount", values="angle").round(1).to_string())
 
 # %%
 fig = pruning_plots.pruning_curves(sweep, error="operator_max", dense_acc=dense_acc)
+
+# %%
+fig = pruning_plots.pruning_curves(sweep, error="angle", dense_acc=dense_acc)
 
 # %%
 fig = pruning_plots.alpha_curves(sweep)
@@ -159,25 +172,43 @@ ax.set_title(f"{layer}: singular values before / after pruning")
 # %% [markdown]
 # Reading the figures: magnitude pruning moves the singular values least and keeps the accuracy
 # longest. Random pruning shrinks the whole spectrum ($\mathbb E[W_s] = (1-s)W$) and destroys the
-# top singular directions. Spectral sampling is unbiased, but unbiased is not the same as small:
-# each sampled entry adds variance $\approx 1/c$, so at high sparsity its operator error exceeds
-# even random pruning's. Structured pruning removes rows, so the rank drops and the smallest
-# singular values fall to zero. Across all methods and sparsities, accuracy tracks the spectral
-# error.
+# top singular directions. L2 sampling is unbiased, but unbiased is not the same as small: each
+# sampled entry adds variance $\approx 1/c$, so from 50 % on its operator error exceeds even random
+# pruning's, and yet it keeps more accuracy than random pruning. Structured pruning removes rows,
+# so the rank drops and the smallest singular values fall to zero.
+#
+# **Compare at the same sparsity.** Pooled over all sparsities, every error measure correlates with
+# accuracy (Spearman ≈ −0.8 to −0.9), but only because both grow with sparsity: an error that grows
+# with sparsity and says nothing about the method correlates as well. The question is whether, *at
+# a fixed sparsity*, the method with the smaller error keeps more accuracy. On seeds 0–3 the answer
+# depends on the error: the top-5 subspace angle ranks the methods at every level (mean
+# within-level Spearman −0.72 to −0.88; the Frobenius error too), the operator-norm error does not
+# reliably (means −0.44 to −0.64, the wrong sign at one level; it passes the same test on only 2 of
+# the 4 seeds), as L2 sampling shows. From 75 % on every
+# method's top-5 angle is close to 90°, so there the angle's ranking rests on a few degrees.
 
 # %%
 acc = sweep.pivot(index="amount", columns="method", values="acc")
 err = sweep.pivot(index="amount", columns="method", values="operator")
-rank_corr = sweep[["acc", "operator_max"]].corr(method="spearman").iloc[0, 1]
-self_check(acc.loc[0.5, "magnitude"] >= 0.95 * dense_acc,
-           f"at 50% sparsity magnitude pruning keeps {acc.loc[0.5, 'magnitude']:.3f} >= 95% of the "
-           f"dense accuracy {dense_acc:.3f}")
-nonzero = [a for a in err.index if a > 0]
-self_check(bool((err.loc[nonzero, "random"] > err.loc[nonzero, "magnitude"]).all()),
-           "random pruning's spectral error exceeds magnitude pruning's at every sparsity tried")
-self_check(rank_corr < -0.6,
-           f"accuracy falls as the spectral error grows across all methods and sparsities "
-           f"(Spearman {rank_corr:.2f})")
+kept = claims.pruning.keeps_accuracy(acc.loc[0.5, "magnitude"], dense_acc)
+self_check(kept, f"at 50% sparsity magnitude pruning keeps {kept['acc']:.3f}, "
+                 f"{kept['fraction']:.1%} of the dense accuracy {dense_acc:.3f}")
+worse = claims.pruning.error_exceeds(err["random"], err["magnitude"])
+self_check(worse, f"random pruning's operator error exceeds magnitude pruning's by at least "
+                  f"{worse['min_ratio']:.2f}x at every sparsity tried")
+ranking = claims.pruning.ranks_within_sparsity(sweep, "angle")
+self_check(ranking, f"within every sparsity level, a smaller subspace angle means higher accuracy "
+                    f"(Spearman by level {ranking['rho_by_sparsity']}, mean "
+                    f"{ranking['mean_rho']:.2f}; pooled {ranking['pooled_rho']:.2f})")
+by_operator = claims.pruning.ranks_within_sparsity(sweep, "operator")
+print(f"the operator-norm error within levels: {by_operator['rho_by_sparsity']} "
+      f"(mean {by_operator['mean_rho']:.2f}; pooled {by_operator['pooled_rho']:.2f})")
+misorder = claims.pruning.error_misorders(sweep, "l2_sampling", "random")
+at75 = misorder["by_sparsity"][0.75]
+self_check(misorder, f"at 50/75/90% sparsity L2 sampling has a larger operator error than random "
+                     f"pruning and yet a higher accuracy (75%: error {at75['error'][0]:.2f} vs "
+                     f"{at75['error'][1]:.2f}, accuracy {at75['acc'][0]:.3f} vs "
+                     f"{at75['acc'][1]:.3f}): the operator norm alone does not rank methods")
 
 # %% [markdown]
 # ## 3. Lottery tickets at toy scale
@@ -185,17 +216,22 @@ self_check(rank_corr < -0.6,
 # **Claim** (Frankle & Carbin 2019, arXiv 1803.03635): iterative magnitude pruning (train, prune
 # the smallest surviving weights, reset the survivors to their *initial* values, retrain) finds
 # sparse subnetworks — winning tickets — that train to good accuracy, while the same mask with a
-# fresh random initialisation does worse. Frankle et al. 2020 (arXiv 1912.05671) rewind to an
-# early-training iterate instead of the initialisation (`rewind_epoch`) to make this work at scale.
+# fresh random initialisation does worse. Frankle et al. 2020 (arXiv 1912.05671) rewind to the
+# weights of an early epoch $k$ instead of the initialisation (`rewind_epoch=k`) to make this work
+# at larger scale and learning rates.
 #
 # **Caveat.** The winning property depends on the learning rate: Frankle & Carbin needed small
 # learning rates (or warm-up) for deeper nets, and Liu et al. 2019 (arXiv 1810.05270) find that
 # at a well-tuned, larger learning rate the ticket's initialisation is no better than a random one.
-# We run IMP at a small and a large learning rate.
+# We run IMP, rewinding to the initialisation ($k=0$), at a small and at a large learning rate, and
+# at the large one also rewinding to epoch $k$ = `preset.late_rewind_epoch` (the control then
+# trains the same $T-k$ epochs from a fresh initialisation).
 
 # %%
+runs = [(lr, preset.rewind_epoch) for lr in preset.lottery_lrs]
+runs.append((preset.lottery_lrs[-1], preset.late_rewind_epoch))
 lottery = {}
-for lr in preset.lottery_lrs:
+for lr, rewind in runs:
     def model_fn():
         return models.MLP(in_dim, preset.lottery_widths, n_classes)
 
@@ -206,23 +242,32 @@ for lr in preset.lottery_lrs:
 
     result = pruning.lottery_ticket(model_fn, train_fn, rounds=preset.lottery_rounds,
                                     rate=preset.lottery_rate, epochs=preset.lottery_epochs,
-                                    rewind_epoch=preset.rewind_epoch, exclude=exclude,
-                                    seed=SEED)
-    lottery[f"lr {lr}"] = result.history
-    print(f"lr {lr}")
+                                    rewind_epoch=rewind, exclude=exclude, seed=SEED)
+    lottery[f"lr {lr}, rewind to epoch {rewind}"] = result.history
+    print(f"lr {lr}, rewind to epoch {rewind}")
     print(result.history.round(3).to_string(index=False))
 fig = pruning_plots.lottery_plot(lottery)
 
+# %% [markdown]
+# The panels share their y-axis. At the small learning rate (8 epochs, short of the dense
+# accuracy the large rate reaches) the ticket keeps its accuracy as the mask thins and the
+# re-initialised control falls behind; at the large rate both stay near the dense accuracy and
+# the gap nearly vanishes. Seeds 0–2 give final gaps 0.087–0.107 (small rate) and 0.007–0.016
+# (large rate). Rewinding to epoch 1 instead of 0 at the large rate gave gaps 0.027, 0.022 and
+# 0.002 on seeds 0–2: at this toy scale it does not reliably bring the advantage back, so we make
+# no claim about it (Frankle et al. report it for ResNets and VGG on CIFAR-10 and ImageNet).
+
 # %%
-small_lr, large_lr = (lottery[f"lr {lr}"].iloc[-1] for lr in preset.lottery_lrs)
-gap_small = small_lr["ticket"] - small_lr["control"]
-gap_large = large_lr["ticket"] - large_lr["control"]
-self_check(gap_small >= 0.03,
-           f"at {small_lr['sparsity']:.1%} sparsity and the small learning rate the IMP ticket beats "
-           f"the randomly re-initialised mask by {gap_small:.3f}")
-self_check(gap_large < gap_small,
-           f"at the large learning rate the ticket's advantage shrinks ({gap_large:.3f} < "
-           f"{gap_small:.3f}): the winning property depends on the learning rate")
+small_lr, large_lr, rewound = lottery.values()
+ticket = claims.pruning.winning_ticket(small_lr)
+self_check(ticket, f"at {ticket['sparsity']:.1%} sparsity and the small learning rate the IMP "
+                   f"ticket beats the randomly re-initialised mask by {ticket['gap']:.3f}")
+shrinks = claims.pruning.advantage_shrinks(small_lr, large_lr)
+self_check(shrinks, f"at the large learning rate the ticket's advantage shrinks to "
+                    f"{shrinks['gap_large']:.3f} ({shrinks['ratio']:.2f} of {shrinks['gap_small']:.3f}):"
+                    f" the winning property depends on the learning rate")
+print(f"rewinding to epoch {preset.late_rewind_epoch} at the large learning rate: ticket - control "
+      f"{claims.pruning.winning_ticket(rewound)['gap']:.3f} (no claim made)")
 
 # %% [markdown]
 # ## 4. One slider for sparsity: spectrum, singular values and accuracy together
@@ -237,8 +282,9 @@ panel = pruning_widgets.sparsity_panel(model, test_set, layer=preset.panel_layer
 panel
 
 # %%
-self_check(panel.n_draws >= 1 and len(panel.figure.axes) == 3,
-           "the panel drew the ESD, the singular values and the accuracy of one pruned model")
+drew = claims.pruning.panel_drew(panel, n_axes=3)
+self_check(drew, f"the panel drew the ESD, the singular values and the accuracy of one pruned "
+                 f"model ({drew['axes_with_data']} of 3 axes with data)")
 
 # %% [markdown]
 # ## Try it yourself
@@ -248,12 +294,14 @@ self_check(panel.n_draws >= 1 and len(panel.figure.axes) == 3,
 #    a whole layer; Tanaka et al. 2020, arXiv 2006.05467).
 # 2. **Fine-tuning changes the ranking.** Pass `finetune=lambda m: train.fit(m, train_set, epochs=3,
 #    progress=False)` to `sparsity_sweep`. Which method recovers most (Blalock et al., arXiv 2003.03033)?
-#    For spectral sampling, call `pruning.make_permanent` first (why? read `pruning.prune`'s docstring).
+#    For L2 sampling, call `pruning.make_permanent` first (why? read `pruning.prune`'s docstring).
 # 3. **The powerlaw default.** For `ev = spectra.esd(dict(pruning.prunable_layers(init))["features.3"])`
 #    compare `spectra.powerlaw_alpha(ev)` with `spectra.powerlaw_alpha(ev, alpha_range=(0, 3))`
 #    (what `powerlaw.Fit(ev)` does). Which one reports a heavy tail that is not there?
-# 4. **Rewinding.** At the large learning rate, set `rewind_epoch=1` in `lottery_ticket`. Does the
-#    ticket's advantage come back (Frankle et al., arXiv 1912.05671)?
+# 4. **Rewinding.** Section 3 rewinds to epoch 1 at the large learning rate. Try `rewind_epoch=2`
+#    and 3, and several `SEED`s: does the ticket's advantage come back, and is it larger than the
+#    seed-to-seed spread (Frankle et al., arXiv 1912.05671)? Is the comparison fair to the control,
+#    which trains only $T-k$ epochs?
 # 5. **Batch size and heavy tails.** Retrain with `batch_size=8` and then with full-batch GD
 #    (`batch_size=None`). Predict the effect on the number of spikes and on α
 #    (Martin & Mahoney, arXiv 1810.01075, Section 7).

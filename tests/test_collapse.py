@@ -543,6 +543,33 @@ def test_supcon_through_fit_relu_gives_near_orthogonal_frame_under_imbalance():
     assert geo["max_abs_cos"] < 0.2
 
 
+def test_ufm_supcon_balanced_etf_relu_orthogonal_and_imbalance_asymmetric():
+    # Kini et al. 2023 (arXiv:2306.07960) in the unconstrained-features form
+    balanced, imbalanced = [8] * 4, [16, 16, 2, 2]
+    etf = collapse.ufm_supcon(balanced, 8, steps=300, seed=0)
+    assert etf.geometry().as_dict()["etf_deviation"] < 1e-3
+    assert etf.history["loss"].iloc[-1] < etf.history["loss"].iloc[0]
+    asym = collapse.ufm_supcon(imbalanced, 8, steps=300, seed=0).geometry().as_dict()
+    assert asym["std_cos"] > 0.1
+    for counts in (balanced, imbalanced):
+        sol = collapse.ufm_supcon(counts, 8, relu=True, steps=300, restarts=3, seed=0)
+        assert (sol.features >= 0).all() and len(sol.losses) == 3
+        assert sol.loss == min(sol.losses)
+        assert sol.geometry().as_dict()["max_abs_cos"] < 1e-3
+
+
+def test_ufm_supcon_is_deterministic_and_checks_arguments():
+    a = collapse.ufm_supcon([4, 4, 3], 4, steps=20, seed=3)
+    b = collapse.ufm_supcon([4, 4, 3], 4, steps=20, seed=3)
+    assert torch.equal(a.features, b.features)
+    with pytest.raises(ValueError, match="positive pair"):
+        collapse.ufm_supcon([4, 1], 4)
+    with pytest.raises(ValueError, match="temperature"):
+        collapse.ufm_supcon([4, 4], 4, temperature=0.0)
+    with pytest.raises(ValueError, match="positive"):
+        collapse.ufm_supcon([4, 4], 4, restarts=0)
+
+
 def test_supcon_errors():
     with pytest.raises(ValueError, match="temperature"):
         collapse.SupConLoss(temperature=0.0)

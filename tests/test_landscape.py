@@ -358,3 +358,25 @@ def test_relative_difference_of_surfaces():
     assert relative_difference(a, b) == pytest.approx(1.0 / 4.0)  # max |a-b| = 1, max |a| = 4
     with pytest.raises(ValueError, match="different grids"):
         relative_difference(a, Surface(grid, grid, {"loss": np.zeros((3, 3))}))
+
+
+def test_figures_say_when_values_are_drawn_at_a_floor():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from types import SimpleNamespace
+
+    from toolkit.plotting import hessian as hplot
+    from toolkit.plotting import landscape as lplot
+
+    grid = np.linspace(-1, 1, 50)
+    density = SimpleNamespace(grid=grid, density=np.exp(-grid**2 / 0.001))
+    ax = hplot.hessian_density(density)
+    assert "1e-06" in ax.get_ylabel()
+    ax = hplot.hessian_density(SimpleNamespace(grid=grid, density=np.ones_like(grid) / 2))
+    assert ax.get_ylabel() == "density"
+    ax = hplot.top_eigenvalue_gaps([3.0, 1.0, -0.5])
+    assert "drawn at" in ax.get_ylabel()
+    surf = landscape.Surface(x=grid[:5], y=grid[:5], metrics={"loss": np.zeros((5, 5))})
+    ax = lplot.surface_3d(surf, log=True)
+    assert "drawn at" in ax.get_zlabel()

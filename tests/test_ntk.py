@@ -726,3 +726,23 @@ def test_layer_applied_to_a_reshaped_batch_falls_back():
     assert ntk.structured_coverage(model, x) < 1.0
     ks = _all_methods(model, x, mode="full")
     torch.testing.assert_close(ks["structured"], ks["jacobian"], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("widths", [(24,), (24, 16, 12)])
+def test_to_relu_is_exact_where_required_margin_says_and_not_beyond(widths):
+    gated, x_fit, x_new = _gated(widths), _x(20), _x(200, seed=7)
+    with torch.no_grad():
+        for p in gated.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    required = ntk.surrogates.required_margin(gated, x_fit, x_new)
+    assert (ntk.surrogates.required_margin(gated, x_fit, x_fit) <= 1 + 1e-12).all()
+    out = gated(x_new)
+    for margin in (2.0, 50.0):
+        with torch.no_grad():
+            err = (ntk.to_relu(gated, x_fit, margin=margin)(x_new) - out).abs().amax(1)
+        covered = required <= margin
+        assert covered.any() and (err[covered] < 1e-8).all()  # the guarantee
+    # the scale is chosen on x_fit: on unseen inputs beyond the margin the outputs differ
+    with torch.no_grad():
+        err = (ntk.to_relu(gated, x_fit, margin=2.0)(x_new) - out).abs().amax(1)
+    assert (err[required > 2.0] > 1e-6).any()

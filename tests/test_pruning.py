@@ -1,4 +1,4 @@
-"""Tests for toolkit.pruning: exact sparsity, permanence, unbiased spectral sampling, errors,
+"""Tests for toolkit.pruning: exact sparsity, permanence, unbiased element-wise L2 sampling, errors,
 spectral errors and the lottery-ticket loop."""
 
 import copy
@@ -37,7 +37,7 @@ def _sizes(model):
 # ------------------------------------------------------------------------------ exact sparsity
 
 
-@pytest.mark.parametrize("method", ["magnitude", "random", "spectral"])
+@pytest.mark.parametrize("method", ["magnitude", "random", "l2_sampling"])
 @pytest.mark.parametrize("amount", [0.1, 0.5, 0.93])
 def test_global_pruning_reaches_exact_sparsity(method, amount):
     model = _mlp()
@@ -47,7 +47,7 @@ def test_global_pruning_reaches_exact_sparsity(method, amount):
     assert math.isclose(sparsity(model)["global"], round(amount * n) / n)
 
 
-@pytest.mark.parametrize("method", ["magnitude", "random", "spectral"])
+@pytest.mark.parametrize("method", ["magnitude", "random", "l2_sampling"])
 @pytest.mark.parametrize("model_fn", [_mlp, _cnn])
 def test_layer_pruning_reaches_exact_sparsity_in_every_layer(method, model_fn):
     model = model_fn()
@@ -142,7 +142,25 @@ def test_make_permanent_keeps_outputs(method):
                         sum(_zeros(model).values()) / sum(_sizes(model).values()))
 
 
-# ------------------------------------------------------------------------- spectral sampling
+# ------------------------------------------------------------------ element-wise L2 sampling
+
+
+def test_old_method_name_spectral_still_works_with_a_deprecation_warning():
+    new, old = _mlp(), _mlp()
+    prune(new, method="l2_sampling", amount=0.6, seed=3)
+    with pytest.warns(DeprecationWarning, match='method="l2_sampling"'):
+        prune(old, method="spectral", amount=0.6, seed=3)
+    for (_, a), (_, b) in zip(pruning.prunable_layers(new), pruning.prunable_layers(old)):
+        assert torch.equal(effective_weight(a), effective_weight(b))
+    assert "spectral" not in pruning.METHODS and "l2_sampling" in pruning.METHODS
+    x = torch.randn(8, 20)
+    data = torch.utils.data.TensorDataset(x, torch.zeros(8, dtype=torch.long))
+    with pytest.warns(DeprecationWarning, match="spectral"):
+        sweep = pruning.sparsity_sweep(_mlp(), data, methods=["spectral"], amounts=[0.5],
+                                       alphas=False, progress=False)
+    assert list(sweep["method"]) == ["l2_sampling"]
+    with pytest.raises(ValueError, match="method"):
+        prune(_mlp(), method="spectrum", amount=0.5)
 
 
 def test_inclusion_probabilities_sum_to_budget_and_follow_squared_weights():
@@ -176,7 +194,7 @@ def test_spectral_pruning_is_unbiased():
     draws = []
     for seed in range(1500):
         m = copy.deepcopy(layer)
-        prune(m, method="spectral", amount=0.6, seed=seed)
+        prune(m, method="l2_sampling", amount=0.6, seed=seed)
         assert int((m.weight == 0).sum()) == round(0.6 * 30)
         draws.append(effective_weight(m).double())
     draws = torch.stack(draws)
@@ -195,14 +213,14 @@ def test_spectral_pruning_preserves_spectrum_better_than_random_at_same_sparsity
     w = torch.randn(80, 3, generator=g) @ torch.randn(3, 60, generator=g) / 3
     w += 0.05 * torch.randn(80, 60, generator=g)
     errors = {}
-    for method in ("spectral", "random"):
+    for method in ("l2_sampling", "random"):
         layer = nn.Linear(60, 80, bias=False)
         with torch.no_grad():
             layer.weight.copy_(w)
         prune(layer, method=method, amount=0.7, seed=0)
         errors[method] = spectral_error(w, effective_weight(layer), k=3)
-    assert errors["spectral"]["sv_drift_max"] < errors["random"]["sv_drift_max"]
-    assert errors["spectral"]["operator"] < errors["random"]["operator"]
+    assert errors["l2_sampling"]["sv_drift_max"] < errors["random"]["sv_drift_max"]
+    assert errors["l2_sampling"]["operator"] < errors["random"]["operator"]
 
 
 # --------------------------------------------------------------------------------- errors
@@ -225,7 +243,7 @@ def test_spectral_error_inequalities_and_magnitude_optimality():
     g = torch.Generator().manual_seed(3)
     w = torch.randn(40, 30, generator=g)
     errs = {}
-    for method in ("magnitude", "random", "spectral"):
+    for method in ("magnitude", "random", "l2_sampling"):
         layer = nn.Linear(30, 40, bias=False)
         with torch.no_grad():
             layer.weight.copy_(w)
@@ -347,3 +365,21 @@ def test_pruning_figures_and_headless_panel():
     assert panel.n_draws == 2
     with pytest.raises(ValueError, match="layer"):
         sparsity_panel(model, (x, y), layer="nope")
+
+
+def test_figures_say_what_they_leave_out_and_lottery_panels_share_y():
+    import pandas as pd
+
+    from toolkit.plotting import pruning as pruning_plots
+
+    sweep = pd.DataFrame({"method": ["magnitude"] * 3, "sparsity": [0.0, 0.5, 0.9],
+                          "acc": [0.9, 0.85, 0.5], "operator": [0.0, 0.2, 0.7]})
+    fig = pruning_plots.pruning_curves(sweep)
+    notes = [t.get_text() for t in fig.axes[1].texts]
+    assert any("not drawn" in t for t in notes)  # the zero error is masked on the log axis, said so
+    hist = pd.DataFrame({"round": [0, 1], "sparsity": [0.0, 0.5], "ticket": [0.9, 0.88],
+                         "control": [float("nan"), 0.8]})
+    hist_high = hist.assign(ticket=[0.97, 0.96], control=[float("nan"), 0.95])
+    fig = pruning_plots.lottery_plot({"a": hist, "b": hist_high})
+    a, b = fig.axes
+    assert a.get_shared_y_axes().joined(a, b) and a.get_ylim() == b.get_ylim()

@@ -322,3 +322,17 @@ def test_old_name_randomized_warns_and_still_shuffles():
     assert old is shuffle_weights
     w0, w1 = model[0].weight.detach(), old(model, seed=1)[0].weight.detach()
     assert torch.equal(torch.sort(w0.reshape(-1)).values, torch.sort(w1.reshape(-1)).values)
+
+
+def test_esd_plot_leaves_out_zero_eigenvalues_and_says_how_many():
+    import matplotlib
+    matplotlib.use("Agg")
+    from toolkit.plotting.spectra import esd_plot
+
+    torch.manual_seed(0)
+    w = torch.randn(50, 50, dtype=torch.float64)
+    w[:20] = 0  # rank 30: 20 eigenvalues of W^T W are zero up to rounding
+    ax = esd_plot(torch.linalg.svdvals(w) ** 2, label="pruned")
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[0] == "pruned (20 zero eigenvalues not drawn)"
+    assert min(line.get_xdata().min() for line in ax.get_lines()) > 1e-6  # nothing at a floor

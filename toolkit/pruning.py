@@ -9,10 +9,13 @@ subspaces) of :math:`W`. The rules here:
 * ``"magnitude"`` — zero the smallest :math:`|w_{ij}|` (the classic baseline);
 * ``"random"`` — zero uniformly random entries (the control every comparison needs, Blalock et
   al. 2020, arXiv 2003.03033);
-* ``"spectral"`` — element-wise sampling with probability :math:`\propto w_{ij}^2` and rescaling of
-  the kept entries so that :math:`\mathbb E[W_s] = W` (Achlioptas & McSherry, "Fast computation of
-  low-rank matrix approximations", 2001/2007; Drineas & Zouzias, arXiv 1006.0407), the
-  spectrum-preserving sparsifier of random-matrix theory;
+* ``"l2_sampling"`` — classical element-wise L2 sampling: keep an entry with probability
+  :math:`\propto w_{ij}^2` and rescale the kept entries so that :math:`\mathbb E[W_s] = W`
+  (Achlioptas & McSherry, "Fast computation of low-rank matrix approximations", 2001/2007;
+  Drineas & Zouzias, arXiv 1006.0407), the textbook sparsifier with an operator-norm guarantee.
+  It is *not* the algorithm of Yao, Yu & Koutis (arXiv 2307.08982). This rule was called
+  ``"spectral"`` before; that name is still accepted for one release, with a
+  ``DeprecationWarning``;
 * ``"structured"`` — zero whole output rows / channels with the smallest L2 norm.
 
 Masks are installed with ``torch.nn.utils.prune.custom_from_mask`` (forward pre-hooks computing
@@ -41,14 +44,27 @@ from torch.nn.utils import prune as torch_prune
 from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_module, check_positive_int
+from ._deprecated import warn_renamed
 from .spectra import effective_weight, esd, powerlaw_alpha, weight_layers
 
 __all__ = ["METHODS", "SCOPES", "prunable_layers", "prune", "sparsity", "make_permanent",
            "spectral_error", "spectral_errors", "sparsity_sweep", "lottery_ticket",
            "LotteryResult", "inclusion_probabilities", "systematic_sample"]
 
-METHODS = ("magnitude", "random", "spectral", "structured")
+METHODS = ("magnitude", "random", "l2_sampling", "structured")
 SCOPES = ("global", "layer")
+# Old method names kept for one release (old -> new); ``"spectral"`` was classical element-wise L2
+# sampling, not the spectrum-preserving algorithm of arXiv 2307.08982.
+_RENAMED_METHODS = {"spectral": "l2_sampling"}
+
+
+def _method(method) -> str:
+    """``method`` checked against :data:`METHODS`, an old name mapped (with a warning) to its new one."""
+    if isinstance(method, str) and method in _RENAMED_METHODS:
+        new = _RENAMED_METHODS[method]
+        warn_renamed(f'method="{method}"', f'method="{new}" (classical element-wise L2 sampling)')
+        return new
+    return check_choice(method, "method", METHODS)
 
 
 # ------------------------------------------------------------------------------------- layers
@@ -84,7 +100,7 @@ def _install(module: nn.Module, factor: torch.Tensor) -> None:
     torch_prune.custom_from_mask(module, "weight", factor.to(module.weight.dtype))
 
 
-# ------------------------------------------------------------------------ spectral sampling
+# ------------------------------------------------------------- element-wise L2 sampling
 
 
 def inclusion_probabilities(q: torch.Tensor, n_keep: int) -> torch.Tensor:
@@ -187,7 +203,7 @@ def _prune_entries(weights: list[torch.Tensor], k_new: int, method: str,
     idx = torch.nonzero(alive).flatten()
     values = flat[idx]
     factor = torch.zeros_like(flat)
-    if method == "spectral":
+    if method == "l2_sampling":
         pi = inclusion_probabilities(values.square(), len(idx) - k_new)
         keep = systematic_sample(pi, generator)
         factor[idx[keep]] = 1.0 / pi[keep]
@@ -254,13 +270,17 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
 
     * ``"magnitude"``: zero the smallest :math:`|w_{ij}|`.
     * ``"random"``: zero uniformly random entries (``seed``).
-    * ``"spectral"``: keep entry :math:`ij` with probability :math:`\pi_{ij} = \min(1, c\,w_{ij}^2)`,
-      :math:`\sum\pi = ` the number kept (:func:`inclusion_probabilities`, sampled with exactly that
-      many survivors by :func:`systematic_sample`), and rescale survivors to :math:`w_{ij}/\pi_{ij}`,
-      so :math:`\mathbb E[W_s] = W`: the sparsifier is an unbiased estimate of the layer, and
+    * ``"l2_sampling"`` (formerly ``"spectral"``, still accepted with a ``DeprecationWarning``):
+      classical element-wise L2 sampling. Keep entry :math:`ij` with probability
+      :math:`\pi_{ij} = \min(1, c\,w_{ij}^2)`, :math:`\sum\pi = ` the number kept
+      (:func:`inclusion_probabilities`, sampled with exactly that many survivors by
+      :func:`systematic_sample`), and rescale survivors to :math:`w_{ij}/\pi_{ij}`, so
+      :math:`\mathbb E[W_s] = W`: the sparsifier is an unbiased estimate of the layer, and
       :math:`\|W_s - W\|_2` is controlled by matrix concentration (Achlioptas & McSherry 2007;
-      Drineas & Zouzias, arXiv 1006.0407) — the "spectrum preserving" view of Yao, Yu & Koutis
-      (arXiv 2307.08982). *Where the rescaling lives*: in the mask, whose kept entries hold
+      Drineas & Zouzias, arXiv 1006.0407). It illustrates the "spectrum preserving" view of Yao,
+      Yu & Koutis (arXiv 2307.08982) but is not their algorithm. Unbiased is not small: at high
+      sparsity its operator-norm error exceeds random pruning's (notebook 04, §2).
+      *Where the rescaling lives*: in the mask, whose kept entries hold
       :math:`1/\pi_{ij}` instead of 1. The forward hook multiplies ``weight_orig`` by it, so the
       layer computes with :math:`W_s`; :func:`make_permanent` (``prune.remove``) writes
       ``weight_orig * weight_mask`` into ``weight``, so the rescaling survives it; and
@@ -278,7 +298,7 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
     several seeds, with and without fine-tuning (Blalock et al. 2020, arXiv 2003.03033).
     """
     check_module(model)
-    check_choice(method, "method", METHODS)
+    method = _method(method)
     check_choice(scope, "scope", SCOPES)
     amount = _check_amount(amount)
     if seed is not None:
@@ -452,9 +472,7 @@ def sparsity_sweep(model: nn.Module, data, *, methods: Iterable[str] = METHODS,
     """
     from .train import evaluate  # the training core sits upstream of the analysis modules
 
-    methods = list(methods)
-    for m in methods:
-        check_choice(m, "each of methods", METHODS)
+    methods = [_method(m) for m in methods]
     amounts = [_check_amount(a) for a in amounts]
     grid = [(m, a) for m in methods for a in amounts]
     rows = []

@@ -50,7 +50,8 @@ Layout (every public name is re-exported here, ``from toolkit.collapse import nc
 * ``features`` -- :func:`extract_features`, :func:`layer_inputs`, :func:`collapse_metrics`,
   :class:`CollapseCallback`;
 * ``ufm`` -- the unconstrained-features model :func:`ufm`, :func:`ufm_mse_closed_form`;
-* ``supcon`` -- :func:`supcon_loss`, :class:`SupConLoss` (train with ``toolkit.train.fit``).
+* ``supcon`` -- :func:`supcon_loss`, :class:`SupConLoss` (train with ``toolkit.train.fit``),
+  :func:`ufm_supcon` (the loss on free embeddings, Kini et al.'s setting).
 
 Analysis only: nothing here plots or prints (see ``toolkit.plotting.collapse``).
 """
@@ -72,7 +73,7 @@ from .metrics import (
                       simplex_etf,
                       terminal_phase,
 )
-from .supcon import SupConLoss, supcon_loss
+from .supcon import SupConLoss, SupConUFMResult, supcon_loss, ufm_supcon
 from .ufm import UFMResult, ufm, ufm_mse_closed_form
 
 __all__ = [
@@ -96,4 +97,6 @@ __all__ = [
     "minority_collapse",
     "supcon_loss",
     "SupConLoss",
+    "SupConUFMResult",
+    "ufm_supcon",
 ]

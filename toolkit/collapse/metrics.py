@@ -162,9 +162,14 @@ class MeanGeometry:
         c = self.cosines.shape[0]
         corr = float("nan")
         if len(torch.unique(self.counts)) > 1:
+            import warnings
+
             from scipy.stats import spearmanr
 
-            corr = float(spearmanr(self.counts.cpu().numpy(), self.norms.cpu().numpy())[0])
+            with warnings.catch_warnings():  # equal norms: the correlation is nan, say nothing
+                warnings.simplefilter("ignore", RuntimeWarning)
+                warnings.filterwarnings("ignore", message=".*constant.*")
+                corr = float(spearmanr(self.counts.cpu().numpy(), self.norms.cpu().numpy())[0])
         return {
             "max_abs_cos": float(off.abs().max()),
             "mean_cos": float(off.mean()),

@@ -39,7 +39,7 @@ from .callbacks import KernelDrift, OutputRecorder, kernel_drift, relative_chang
 from .empirical import METHODS, MODES, check_ntk_ready, empirical_ntk, structured_coverage
 from .linearize import LinearizedModel, linearize
 from .predict import gd_kernel_lr, kernel_regression, residual_modes, stable_lr
-from .surrogates import GatedReLUMLP, OutputScale, to_relu
+from .surrogates import GatedReLUMLP, OutputScale, required_margin, to_relu
 
 __all__ = [
     "METHODS",
@@ -61,6 +61,7 @@ __all__ = [
     "stable_lr",
     "structured_coverage",
     "to_relu",
+    "required_margin",
 ]
 
 # Old public names, kept for one release (they warn and point to the new place).

@@ -1,7 +1,8 @@
 r"""Surrogate networks with a known kernel regime.
 
 * :class:`GatedReLUMLP` and :func:`to_relu` -- fixed-activation surrogate networks (Noy, Xu,
-  Aflalo, Zelnik-Manor, Jin 2021, arXiv 2101.04243) and their exact ReLU re-expression.
+  Aflalo, Zelnik-Manor, Jin 2021, arXiv 2101.04243) and their ReLU re-expression, exact on the
+  inputs its scale is chosen on; :func:`required_margin` says on which other inputs it is exact.
 * :class:`OutputScale` -- ``alpha * model(x)``, the output scale that moves a network between the
   lazy (NTK) and the mean-field regime (Chizat, Oyallon, Bach 2019, arXiv 1812.07956).
 """
@@ -9,6 +10,7 @@ r"""Surrogate networks with a known kernel regime.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,7 +22,7 @@ from toolkit.models import NTKLinear
 
 from ._context import _affine
 
-__all__ = ["GatedReLUMLP", "OutputScale", "to_relu"]
+__all__ = ["GatedReLUMLP", "OutputScale", "required_margin", "to_relu"]
 
 
 class OutputScale(nn.Module):
@@ -122,15 +124,24 @@ class GatedReLUMLP(nn.Module):
 
 def to_relu(gated: GatedReLUMLP, x: torch.Tensor, *, margin: float = 2.0,
             dtype: torch.dtype | None = None) -> nn.Sequential:
-    r"""An exactly equivalent ReLU MLP (twice as wide) on the inputs ``x`` (arXiv 2101.04243).
+    r"""A ReLU MLP (twice as wide) equal to ``gated`` on the inputs ``x`` (arXiv 2101.04243).
 
-    One unit: for :math:`M \ge \max_x |w\cdot h| / |g\cdot h^0|` (M > 0),
+    One unit: for :math:`M \ge |w\cdot h| / |g\cdot h^0|` (M > 0),
 
     .. math:: \mathbf 1[g\cdot h^0 > 0]\,(w\cdot h) = \mathrm{ReLU}(w\cdot h + M g\cdot h^0)
               - \mathrm{ReLU}(M g\cdot h^0)
 
     (if :math:`g\cdot h^0>0` the first ReLU is active and the M terms cancel; otherwise both
     vanish). Biases are folded into w, g.
+
+    **Where it is exact.** The scale of each unit is chosen on the finite set ``x``:
+    :math:`M = \text{margin}\times\max_{x}|z|/|z^0|`. So the ReLU net equals the gated one on
+    ``x`` (up to rounding, which grows with ``margin``) and on every other input where each unit
+    still has :math:`M \ge |z|/|z^0|` (:func:`required_margin` computes, per input, the smallest
+    ``margin`` that guarantees it). No finite M is exact on all inputs: near a gate's hyperplane
+    :math:`z^0 = 0` the ratio is unbounded, and an unseen input with a ratio above M gets a
+    different output (measured in notebook 01, section 5: with ``margin=2`` most unseen inputs
+    of the toy run differ by a few percent of the output scale).
 
     Deep case. Hidden layer l of the ReLU net has units :math:`u^+_l = \mathrm{ReLU}(z_l + M_l
     z^0_l)` and :math:`u^-_l = \mathrm{ReLU}(M_l z^0_l) = M_l h^0_l` (M_l > 0 diagonal), where
@@ -147,11 +158,19 @@ def to_relu(gated: GatedReLUMLP, x: torch.Tensor, *, margin: float = 2.0,
     acts on x with :math:`(W_1 + M_1G_1;\ M_1G_1)`, the head is :math:`(W_{L+1}, -W_{L+1})`.
     Induction over l gives identical outputs on every input where each
     :math:`M_l \ge |z_l|/|z^0_l|` unit-wise, which is how ``M_l`` is chosen from ``x`` (times
-    ``margin``). A unit with :math:`z^0 = 0` on some input has no such M (``ValueError``).
+    ``margin``). A unit with :math:`z^0 = 0 \ne z` on some input of ``x`` has no such M
+    (``ValueError``).
+
+    Args:
+        gated: the surrogate to convert.
+        x: the inputs the scales are chosen on (the conversion is exact there).
+        margin: factor (>= 1) above the largest ratio seen on ``x``; a larger margin covers more
+            unseen inputs at the price of rounding error (the weights grow like ``margin``).
+        dtype: of the returned net (default: the gated model's; prefer float64 when checking
+            agreement).
 
     Returns:
-        ``nn.Sequential`` of ``nn.Linear``/``nn.ReLU`` with widths 2 x ``widths``, in ``dtype``
-        (default: the gated model's; prefer float64 when checking agreement).
+        ``nn.Sequential`` of ``nn.Linear``/``nn.ReLU`` with widths 2 x ``widths``.
     """
     if not isinstance(gated, GatedReLUMLP):
         raise TypeError(f"gated must be a GatedReLUMLP, got {type(gated).__name__}")
@@ -162,11 +181,11 @@ def to_relu(gated: GatedReLUMLP, x: torch.Tensor, *, margin: float = 2.0,
     with torch.no_grad():
         x = x.to(device=ref.device, dtype=ref.dtype)
         scales = []
-        for i, (z, z0) in enumerate(gated.trace(x)):
-            if (z0 == 0).any():
+        for i, ratio in enumerate(_gate_ratios(gated, x)):
+            if torch.isinf(ratio).any():
                 raise ValueError(f"a gate pre-activation of hidden layer {i} is exactly 0 on x; "
                                  "no finite M makes the construction exact there")
-            m = margin * (z.abs() / z0.abs()).amax(0)
+            m = margin * ratio.amax(0)
             scales.append(torch.where(m > 0, m, torch.ones_like(m)).to(torch.float64))
         layers: list[nn.Module] = []
         prev = None
@@ -192,3 +211,44 @@ def to_relu(gated: GatedReLUMLP, x: torch.Tensor, *, margin: float = 2.0,
         layers.append(head)
     net = nn.Sequential(nn.Flatten(), *layers)
     return net.to(device=ref.device, dtype=dtype)
+
+
+def _gate_ratios(gated: GatedReLUMLP, x: torch.Tensor) -> list[torch.Tensor]:
+    """Per hidden layer, the (N, width) ratios |z| / |z0| (inf where z0 = 0 and z != 0)."""
+    out = []
+    for z, z0 in gated.trace(x):
+        ratio = z.abs() / z0.abs()
+        out.append(torch.where(z == 0, torch.zeros_like(ratio), ratio))
+    return out
+
+
+def required_margin(gated: GatedReLUMLP, x_fit: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    r"""Per input of ``x``, the smallest ``margin`` with which ``to_relu(gated, x_fit, margin=...)``
+    is guaranteed to equal ``gated`` there.
+
+    ``to_relu`` sets each unit's scale to ``margin`` times the largest ratio
+    :math:`|z|/|z^0|` on ``x_fit``; the conversion is exact on an input where every unit of every
+    hidden layer has :math:`M \ge |z|/|z^0|` there (a sufficient condition: it is the induction of
+    ``to_relu``'s docstring). So the answer is :math:`\max_{l,j} r_{lj}(x) / \max_{x_f} r_{lj}(x_f)`:
+    at most 1 on ``x_fit`` itself, ``inf`` on an input that lies on a gate's hyperplane
+    (:math:`z^0 = 0`) and for no finite margin. Inputs with a value above the ``margin`` used may
+    still come out right (the condition is sufficient, not necessary), but nothing guarantees it.
+
+    Returns:
+        float64 tensor of shape (len(x),).
+    """
+    if not isinstance(gated, GatedReLUMLP):
+        raise TypeError(f"gated must be a GatedReLUMLP, got {type(gated).__name__}")
+    ref = gated.gate(0)[0]
+    with torch.no_grad():
+        fit = _gate_ratios(gated, x_fit.to(device=ref.device, dtype=ref.dtype))
+        new = _gate_ratios(gated, x.to(device=ref.device, dtype=ref.dtype))
+        need = torch.zeros(len(x), dtype=torch.float64, device=ref.device)
+        for r_fit, r in zip(fit, new):
+            top = r_fit.amax(0).to(torch.float64)
+            r = r.to(torch.float64)
+            # to_relu gives a unit with max ratio 0 on x_fit the scale M = 1 at every margin
+            ratio = torch.where(top > 0, r / torch.where(top > 0, top, torch.ones_like(top)),
+                                torch.where(r <= 1, torch.zeros_like(r), torch.full_like(r, math.inf)))
+            need = torch.maximum(need, ratio.amax(1))
+    return need

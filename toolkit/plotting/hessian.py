@@ -18,9 +18,12 @@ __all__ = ["hessian_density", "top_eigenvalue_gaps", "lambda_max_curve", "class_
 def hessian_density(density, *, ax=None, log: bool = True, eigenvalues=None,
                     title: str | None = None, floor: float = 1e-6):
     """Hessian eigenvalue density from :func:`toolkit.hessian.spectral_density` (log scale by
-    default so that the outliers show next to the bulk), with optional eigenvalue markers."""
+    default so that the outliers show next to the bulk), with optional eigenvalue markers.
+
+    On the log scale, values below ``floor`` are drawn at ``floor``; the y label says so."""
     ax = axes_or_new(ax)
     d = np.clip(density.density, floor, None) if log else density.density
+    clipped = bool(log and np.any(density.density < floor))
     ax.fill_between(density.grid, d, floor if log else 0, alpha=0.35)
     ax.plot(density.grid, d, lw=1.2)
     if log:
@@ -30,22 +33,25 @@ def hessian_density(density, *, ax=None, log: bool = True, eigenvalues=None,
             ax.axvline(lam, color="tab:red", lw=0.8, ls="--",
                        label="top eigenvalues (Lanczos)" if i == 0 else None)
         ax.legend(loc="upper right")
-    ax.set(xlabel="eigenvalue λ", ylabel="density", title=title or "Hessian spectral density")
+    ylabel = f"density (values < {floor:g} drawn at {floor:g})" if clipped else "density"
+    ax.set(xlabel="eigenvalue λ", ylabel=ylabel, title=title or "Hessian spectral density")
     return ax
 
 
 def top_eigenvalue_gaps(eigenvalues, *, n_outliers: int | None = None, ax=None,
-                        title: str | None = None):
+                        title: str | None = None, floor: float = 1e-12):
     """The top eigenvalues on a log scale, with the expected number of outliers marked
-    (Papyan's class structure: C − 1 for cross-entropy with C classes)."""
+    (Papyan's class structure: C − 1 for cross-entropy with C classes). Eigenvalues below
+    ``floor`` (zero or negative) are drawn at ``floor`` and the y label says so."""
     ax = axes_or_new(ax)
     ev = np.asarray(eigenvalues)
-    ax.semilogy(np.arange(1, len(ev) + 1), np.clip(ev, 1e-12, None), "o-")
+    ax.semilogy(np.arange(1, len(ev) + 1), np.clip(ev, floor, None), "o-")
     if n_outliers is not None:
         ax.axvline(n_outliers + 0.5, color="tab:red", ls="--",
                    label=f"{n_outliers} outliers expected")
         ax.legend()
-    ax.set(xlabel="index i", ylabel="λ_i", title=title or "top Hessian eigenvalues")
+    ylabel = f"λ_i (values < {floor:g} drawn at {floor:g})" if np.any(ev < floor) else "λ_i"
+    ax.set(xlabel="index i", ylabel=ylabel, title=title or "top Hessian eigenvalues")
     return ax
 
 

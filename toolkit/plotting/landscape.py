@@ -87,18 +87,21 @@ def compare_contours(surfaces: Mapping[str, object], *, metric: str = "loss",
 
 
 def surface_3d(surface, *, metric: str = "loss", log: bool = False, ax=None,
-               title: str | None = None, cmap: str = "viridis"):
-    """3-D view of a surface (optionally of log10 of the metric). Returns the 3-D Axes."""
+               title: str | None = None, cmap: str = "viridis", floor: float = 1e-12):
+    """3-D view of a surface (optionally of log10 of the metric; values below ``floor`` are then
+    drawn at ``floor`` and the z label says so). Returns the 3-D Axes."""
     if ax is None:
         fig = plt.figure(figsize=(5, 4), layout="constrained")
         ax = fig.add_subplot(projection="3d")
     gx, gy = np.meshgrid(surface.x, surface.y)
     z = surface.metrics[metric]
-    z = np.log10(np.clip(z, 1e-12, None)) if log else z
+    clipped = bool(log and np.any(z < floor))
+    z = np.log10(np.clip(z, floor, None)) if log else z
     ax.plot_surface(gx, gy, z, cmap=cmap, linewidth=0, antialiased=True, rcount=len(surface.y),
                     ccount=len(surface.x))
     ax.set(xlabel="direction 1", ylabel="direction 2",
-           zlabel=f"log10 {metric}" if log else metric, title=title or f"{metric} surface")
+           zlabel=(f"log10 {metric}" + (f" (< {floor:g} drawn at {floor:g})" if clipped else "")
+                   if log else metric), title=title or f"{metric} surface")
     return ax
 
 

@@ -47,17 +47,25 @@ def singular_values_plot(weight, pruned: Mapping[str, torch.Tensor], *, ax: Axes
 def pruning_curves(sweep: pd.DataFrame, *, error: str = "operator",
                    dense_acc: float | None = None) -> Figure:
     """Two panels from :func:`toolkit.pruning.sparsity_sweep`: accuracy against sparsity for each
-    method, and the spectral error (``error``: ``operator``, ``operator_max``, ``frobenius``, ``sv_drift`` or
-    ``angle``) against sparsity. Methods that keep the spectrum should keep the accuracy."""
+    method, and the spectral error (``error``: ``operator``, ``operator_max``, ``frobenius``,
+    ``sv_drift`` or ``angle``) against sparsity, on a log axis (linear for the angle, in degrees).
+    On the log axis the unpruned point (error 0 up to rounding) is left out, not drawn at a
+    floor, and the panel says so. Compare methods at the same sparsity (a vertical slice): both
+    panels change with sparsity whatever the method."""
     for col in ("method", "sparsity", "acc", error):
         if col not in sweep:
             raise ValueError(f"sweep has no column {col!r}; pass the output of "
                              "toolkit.pruning.sparsity_sweep.")
     fig, (ax_acc, ax_err) = new_figure(2)
+    log = error != "angle"  # degrees in [0, 90] read best on a linear axis
+    # The unpruned point's error is zero up to rounding (an SVD gives ~1e-7 degrees, not 0): on a
+    # log axis it would sit at an arbitrary floor, so it is left out, and the panel says so.
+    hidden = ((sweep["sparsity"] == 0) | (sweep[error] <= 0)) if log else sweep[error].isna()
     for method, grp in sweep.groupby("method", sort=False):
         grp = grp.sort_values("sparsity")
         ax_acc.plot(grp["sparsity"], grp["acc"], marker="o", label=method)
-        ax_err.plot(grp["sparsity"], grp[error], marker="o", label=method)
+        shown = grp[~hidden.loc[grp.index]]
+        ax_err.plot(shown["sparsity"], shown[error], marker="o", label=method)
     if dense_acc is not None:
         ax_acc.axhline(dense_acc, color="0.5", linestyle=":", label="dense")
     labels = {"operator": r"$\|W-W_s\|_2/\|W\|_2$ (mean over layers)",
@@ -65,7 +73,11 @@ def pruning_curves(sweep: pd.DataFrame, *, error: str = "operator",
               "sv_drift": "singular-value drift", "angle": "top-k subspace angle (deg)"}
     ax_acc.set(xlabel="sparsity", ylabel="test accuracy", title="accuracy")
     ax_err.set(xlabel="sparsity", ylabel=labels.get(error, error), title="spectral error")
-    ax_err.set_yscale("log", nonpositive="mask")  # the dense point (error 0) is left out
+    if log:
+        ax_err.set_yscale("log", nonpositive="mask")
+    if bool(hidden.any()):
+        ax_err.text(0.98, 0.02, "sparsity 0 (error 0) not drawn: log axis", fontsize="x-small",
+                    color="0.35", ha="right", va="bottom", transform=ax_err.transAxes)
     ax_acc.legend(fontsize="small")
     return fig
 
@@ -89,11 +101,12 @@ def alpha_curves(sweep: pd.DataFrame) -> Figure:
 
 def lottery_plot(results: Mapping[str, pd.DataFrame], *, metric: str = "") -> Figure:
     """Ticket vs random-reinit control accuracy against the fraction of weights remaining (log
-    axis), one panel per entry of ``results`` (label → ``LotteryResult.history``)."""
+    axis), one panel per entry of ``results`` (label → ``LotteryResult.history``). The panels
+    share their y-axis, so gaps and levels compare across panels (learning rates, rewinding)."""
     if not results:
         raise ValueError("results is empty: pass e.g. {'lr 0.05': result.history}.")
     suffix = f"_{metric}" if metric else ""
-    fig, axes = new_figure(len(results), width=4.2)
+    fig, axes = new_figure(len(results), width=4.2, sharey=True)
     axes = np.atleast_1d(axes)
     for ax, (label, hist) in zip(axes, results.items()):
         remaining = 1 - hist["sparsity"]
@@ -102,8 +115,8 @@ def lottery_plot(results: Mapping[str, pd.DataFrame], *, metric: str = "") -> Fi
             ax.plot(remaining, hist[f"control{suffix}"], marker="s",
                     label="same mask, random re-init")
         ax.axhline(hist[f"ticket{suffix}"].iloc[0], color="0.5", linestyle=":", label="dense")
-        ax.set(xscale="log", xlabel="fraction of weights remaining", ylabel="test accuracy",
-               title=label)
+        ax.set(xscale="log", xlabel="fraction of weights remaining", title=label)
         ax.invert_xaxis()
+    axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize="x-small")
     return fig

@@ -25,12 +25,19 @@ def esd_plot(eigenvalues, *, fit: tk_spectra.PowerLawFit | bool | None = True,
     r"""Histogram of an ESD on log-log axes (log-spaced bins, density), with the fitted power-law
     tail :math:`p(\lambda) = \frac{n_{tail}}{n}\frac{\alpha-1}{x_{\min}}(\lambda/x_{\min})^{-\alpha}`
     (``fit=True`` fits it with :func:`toolkit.spectra.powerlaw_alpha`) and, with
-    ``mp=(n_rows, n_cols, sigma2)``, the Marchenko–Pastur density of a random layer."""
+    ``mp=(n_rows, n_cols, sigma2)``, the Marchenko–Pastur density of a random layer. Eigenvalues
+    that are zero (below 1e-12 of the largest) are not drawn; the label gives their number."""
     ax = axes_or_new(ax)
     ev = np.asarray(torch.as_tensor(eigenvalues).detach().cpu().double())
-    ev = ev[ev > 0]
+    # Zero eigenvalues (a rank lost to pruning, up to rounding: below 1e-12 of the largest) cannot
+    # sit on a log axis; they are left out, not drawn at a floor, and the label says how many.
+    n_zero = int((ev <= 1e-12 * max(float(ev.max(initial=0.0)), 1e-300)).sum())
+    ev = ev[ev > 1e-12 * max(float(ev.max(initial=0.0)), 1e-300)]
     if len(ev) == 0:
         raise ValueError("no positive eigenvalues to plot.")
+    base_label = label
+    if n_zero:
+        label = f"{label + ' ' if label else ''}({n_zero} zero eigenvalues not drawn)"
     edges = np.geomspace(ev.min(), ev.max() * (1 + 1e-9), bins + 1)
     dens, _ = np.histogram(ev, bins=edges, density=True)
     centers = np.sqrt(edges[:-1] * edges[1:])
@@ -47,7 +54,7 @@ def esd_plot(eigenvalues, *, fit: tk_spectra.PowerLawFit | bool | None = True,
         x = np.geomspace(fit.xmin, ev.max(), 50)
         p = fit.n_tail / len(ev) * (fit.alpha - 1) / fit.xmin * (x / fit.xmin) ** (-fit.alpha)
         ax.plot(x, p, "--", color=color, linewidth=1.5,
-                label=rf"{label + ' ' if label else ''}tail fit, $\alpha$={fit.alpha:.2f}")
+                label=rf"{base_label + ' ' if base_label else ''}tail fit, $\alpha$={fit.alpha:.2f}")
     if mp is not None:
         lo, hi = tk_spectra.marchenko_pastur_edges(*mp)
         x = np.geomspace(max(lo, ev.min()), hi, 400)
