@@ -103,7 +103,7 @@ panel
 # **Self-check.** Headless, the panel still drew its figure: two panels, both with curves.
 
 # %%
-verdict = claims.tour.panel_drawn(panel, n_axes=2)
+verdict = claims.panel_drawn(panel, n_axes=2)
 self_check(verdict, f"panel drawn headless ({verdict['axes']} panels, none empty)")
 
 # %% [markdown]

@@ -418,7 +418,7 @@ panel = landscape_widgets.surface_panel(model, "ce", train_set, recorder, steps=
 panel
 
 # %%
-self_check(claims.landscape.panel_draws(panel),
+self_check(claims.panel_drawn(panel, min_axes=2),
            "the surface panel draws the loss around the selected checkpoint")
 
 # %% [markdown]

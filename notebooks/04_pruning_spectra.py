@@ -282,9 +282,9 @@ panel = pruning_widgets.sparsity_panel(model, test_set, layer=preset.panel_layer
 panel
 
 # %%
-drew = claims.pruning.panel_drew(panel, n_axes=3)
+drew = claims.panel_drawn(panel, n_axes=3)
 self_check(drew, f"the panel drew the ESD, the singular values and the accuracy of one pruned "
-                 f"model ({drew['axes_with_data']} of 3 axes with data)")
+                 f"model ({drew['axes'] - drew['empty_axes']} of 3 axes with data)")
 
 # %% [markdown]
 # ## Try it yourself

@@ -167,7 +167,7 @@ def test_panel_drew_on_the_sparsity_panel_and_fails_on_empty_panels(runs):
     real = pruning_widgets.sparsity_panel(r["model"], r["test"], layer=PRESET.panel_layer,
                                           sweep=r["sweep"], scope=PRESET.scope,
                                           exclude=PRESET.exclude, seed=0, sparsity=0.75)
-    assert claims.pruning.panel_drew(real, n_axes=3)
+    assert claims.panel_drawn(real, n_axes=3)
 
     def no_axes(fig, x):
         pass
@@ -177,4 +177,4 @@ def test_panel_drew_on_the_sparsity_panel_and_fails_on_empty_panels(runs):
 
     for draw in (no_axes, empty_axes):
         control = panel(draw, x=widgets.IntSlider(value=1, min=0, max=2))
-        assert not claims.pruning.panel_drew(control, n_axes=3), draw.__name__
+        assert not claims.panel_drawn(control, n_axes=3), draw.__name__

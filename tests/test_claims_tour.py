@@ -79,18 +79,18 @@ def _slider():
 
 def test_panel_drawn_real():
     train_set, test_set = data.load(P.dataset, seed=0)
-    verdict = claims.tour.panel_drawn(
+    verdict = claims.panel_drawn(
         tour.training_panel(train_set, test_set, epochs=2, seed=0), n_axes=2)
     assert verdict, verdict
 
 
 def test_panel_drawn_fails_for_a_panel_that_draws_nothing():
-    verdict = claims.tour.panel_drawn(panel(lambda fig, k: None, k=_slider()), n_axes=2)
+    verdict = claims.panel_drawn(panel(lambda fig, k: None, k=_slider()), n_axes=2)
     assert not verdict and verdict["axes"] == 0
 
 
 def test_panel_drawn_fails_for_empty_axes():
-    verdict = claims.tour.panel_drawn(panel(lambda fig, k: fig.subplots(1, 2), k=_slider()),
+    verdict = claims.panel_drawn(panel(lambda fig, k: fig.subplots(1, 2), k=_slider()),
                                       n_axes=2)
     assert not verdict and verdict["empty_axes"] == 2
 
@@ -98,7 +98,7 @@ def test_panel_drawn_fails_for_empty_axes():
 def test_panel_drawn_fails_for_the_wrong_layout():
     def one_axis(fig, k):
         fig.subplots().plot([0, k])
-    assert not claims.tour.panel_drawn(panel(one_axis, k=_slider()), n_axes=2)
+    assert not claims.panel_drawn(panel(one_axis, k=_slider()), n_axes=2)
 
 
 def test_a_panel_whose_draw_raises_never_exists():

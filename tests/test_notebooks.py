@@ -75,3 +75,91 @@ def test_old_module_toolkit_demo_warns_and_still_runs_the_runner():
                           text=True, timeout=120)
     assert proc.returncode == 0 and "toolkit.run_notebooks" in proc.stdout
     assert "DeprecationWarning" in proc.stderr
+
+
+# --------------------------------------------------------------------- every claim is falsifiable
+
+
+def _claims_derived_names(tree) -> set[str]:
+    """Names whose value comes from a ``toolkit.claims`` predicate, directly or through other
+    names (assignments, ``for`` targets and ``list.append`` calls), to a fixed point."""
+    import ast
+
+    flows = []  # (targets, source expression)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            flows.append(([t for t in node.targets], node.value))
+        elif isinstance(node, ast.For):
+            flows.append(([node.target], node.iter))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "append" and isinstance(node.func.value, ast.Name)):
+            flows.append(([node.func.value], node))
+    derived: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for targets, value in flows:
+            if _mentions_claims(value, derived):
+                for target in targets:
+                    for name in (n.id for n in ast.walk(target) if isinstance(n, ast.Name)):
+                        if name not in derived:
+                            derived.add(name)
+                            changed = True
+    return derived
+
+
+def _mentions_claims(expr, derived: set[str]) -> bool:
+    import ast
+
+    return any((isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+                and n.value.id == "claims") or (isinstance(n, ast.Name) and n.id in derived)
+               for n in ast.walk(expr))
+
+
+def _claim_predicates(tree) -> set[str]:
+    """``topic.name`` (or ``name``) of every ``claims.<topic>.<name>(...)`` / ``claims.<name>(...)``
+    call in the notebook."""
+    import ast
+
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            chain, value = [node.func.attr], node.func.value
+            while isinstance(value, ast.Attribute):
+                chain.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id == "claims":
+                found.add(".".join(reversed(chain)))
+    return found
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_every_self_check_rests_on_a_claims_predicate(source):
+    # issue 13's rule: a self-check asserts a named predicate of toolkit.claims, never an inline
+    # condition that no negative-control test exercises
+    import ast
+
+    tree = ast.parse(source.read_text())
+    derived = _claims_derived_names(tree)
+    checks = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
+              and isinstance(n.func, ast.Name) and n.func.id == "self_check"]
+    assert checks, f"{source.name} has no self-check"
+    for call in checks:
+        assert _mentions_claims(call.args[0], derived), (
+            f"{source.name}:{call.lineno}: the self-check's condition does not come from a "
+            "toolkit.claims predicate; add one with its control test in tests/test_claims_*.py")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_every_claims_predicate_has_a_control_test(source):
+    import ast
+
+    tests = Path(__file__).resolve().parent
+    control_files = [p for p in tests.glob("test_claims_*.py")
+                     if "pytest.mark.control" in p.read_text()]
+    text = "\n".join(p.read_text() for p in control_files)
+    for predicate in _claim_predicates(ast.parse(source.read_text())):
+        name = predicate.rsplit(".", 1)[-1]
+        assert f"{name}(" in text, (
+            f"{source.name} calls claims.{predicate}, which no control test "
+            "(tests/test_claims_*.py, marker control) exercises")

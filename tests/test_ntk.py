@@ -674,7 +674,7 @@ def test_deprecated_names_warn_and_work():
         old_slope = ntk.loglog_slope
     assert old_slope is loglog_slope
     assert math.isclose(old_slope(widths, [3 * w**-0.5 for w in widths]), -0.5, rel_tol=1e-12)
-    with pytest.warns(DeprecationWarning, match="block_schedule"):
+    with pytest.warns(DeprecationWarning, match="block_schedule is internal now"):
         schedule = ntk.block_schedule
     assert schedule(4, 4, 2, True) == empirical._block_schedule(4, 4, 2, True)
     with pytest.warns(DeprecationWarning, match="default_memory_budget"):

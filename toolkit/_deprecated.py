@@ -30,7 +30,11 @@ def moved(module: str, names: Mapping[str, str],
     def __getattr__(name: str):
         if name in names:
             target_module, _, target = names[name].partition(":")
-            warn_renamed(f"{module}.{name}", f"{target_module}.{target}")
+            if target.startswith("_"):  # made private: there is no public name to point to
+                warnings.warn(f"{module}.{name} is internal now and will be removed in the next "
+                              "release.", DeprecationWarning, stacklevel=2)
+            else:
+                warn_renamed(f"{module}.{name}", f"{target_module}.{target}")
             return getattr(importlib.import_module(target_module), target)
         if fallback is not None:
             return fallback(name)

@@ -5,7 +5,8 @@ Each notebook's self-check calls a predicate from here, e.g.
 (marker ``control``) runs the *same* predicate on a negative control in which the phenomenon is
 absent (a learning rate too small, balanced classes, shuffled labels, random directions, an
 untrained net) and asserts that it fails, and on the real case that it passes. A predicate returns
-a :class:`Verdict`: true or false, with the measured numbers the message reports.
+a :class:`Verdict`: true or false, with the measured numbers the message reports. Every notebook's
+panel check is the one :func:`panel_drawn`.
 
 One module per notebook topic (``tour``, ``ntk``, ``landscape``, ``collapse``, ``pruning``),
 imported on first use.
@@ -13,11 +14,11 @@ imported on first use.
 
 import importlib
 
-from ._base import Verdict
+from ._base import Verdict, panel_drawn
 
 _TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning")
 
-__all__ = ["Verdict", *_TOPICS]
+__all__ = ["Verdict", "panel_drawn", *_TOPICS]
 
 
 def __getattr__(name):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Verdict"]
+__all__ = ["Verdict", "panel_drawn"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,24 @@ class Verdict:
     def __str__(self) -> str:
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in self.values.items())
         return f"{'holds' if self.passed else 'fails'} ({shown})"
+
+
+def panel_drawn(panel, *, n_axes: int | None = None, min_axes: int = 1) -> Verdict:
+    """A :class:`~toolkit.widgets.Panel` drew its figure headless: its draw function ran, the
+    figure has exactly ``n_axes`` axes (or at least ``min_axes``), and every axes shows data
+    (``Axes.has_data``: a line, collection, image or patch).
+
+    Every notebook's panel self-check uses this one rule, so an executed notebook (or its HTML)
+    without the figure fails its run. A draw function that raises never yields a panel; one that
+    draws nothing, the wrong layout or empty axes fails here (``tests/test_claims_tour.py``).
+
+    Values: ``n_draws``, ``axes``, ``empty_axes``.
+    """
+    axes = list(panel.figure.axes)
+    empty = sum(not ax.has_data() for ax in axes)
+    layout_ok = len(axes) == n_axes if n_axes is not None else len(axes) >= min_axes
+    passed = panel.n_draws >= 1 and layout_ok and empty == 0
+    return Verdict(passed, {"n_draws": int(panel.n_draws), "axes": len(axes), "empty_axes": empty})
 
 
 def _fmt(value) -> str:

@@ -19,7 +19,7 @@ from ._base import Verdict
 
 __all__ = ["monotone_path", "smoother_with_skips", "filter_normalisation_invariant",
            "trajectory_in_plane", "class_outliers", "slq_matches_trace", "sharpness_order",
-           "edge_of_stability", "below_stability_threshold", "minority_saddles", "panel_draws"]
+           "edge_of_stability", "below_stability_threshold", "minority_saddles"]
 
 
 # ------------------------------------------------------------------------------------- §1
@@ -290,20 +290,3 @@ def minority_saddles(table: pd.DataFrame, *, minority=None, factor: float = 5.0)
     ok = tail < 0 and tail < factor * head  # head >= 0: any negative tail is more negative
     return Verdict(bool(ok), {"minority": tail, "majority": head, "minority_ratio": r_tail,
                         "majority_ratio": r_head})
-
-
-# ------------------------------------------------------------------------------------- §8
-
-
-def panel_draws(panel, *, min_axes: int = 2) -> Verdict:
-    """A slider panel drew its figure headless: at least one draw, ``min_axes`` axes, each with
-    something on it (lines, collections or images).
-
-    Control: a panel whose draw function adds no axes, or only empty ones, fails.
-    """
-    axes = list(panel.figure.axes)
-    drawn = [ax for ax in axes if ax.lines or ax.collections or ax.images or ax.patches]
-    ok = panel.n_draws >= 1 and len(axes) >= min_axes and len(drawn) == len(axes)
-    return Verdict(bool(ok), {"n_draws": int(panel.n_draws), "n_axes": len(axes),
-                              "n_drawn": len(drawn)})
-

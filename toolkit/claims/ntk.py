@@ -19,8 +19,7 @@ import torch
 
 from toolkit.utils import loglog_slope
 
-from ._base import Verdict
-from .tour import panel_drawn
+from ._base import Verdict, panel_drawn
 
 __all__ = ["constant_kernel", "explorer_agrees", "geometric_convergence", "kernel_converges",
            "kernel_equivalence", "lazy_vs_mean_field", "relu_conversion", "spectral_bias"]
@@ -216,11 +215,11 @@ def explorer_agrees(panel, predictions: Mapping[int, tuple[torch.Tensor, torch.T
     4-32 opens at width 32, which misses its kernel there by more than 0.02 on all three (0.031
     on seed 1). ``tol`` = 0.02 is the tolerance of :func:`kernel_equivalence` (targets of
     amplitude 1). The drawing part is
-    :func:`toolkit.claims.tour.panel_drawn`.
+    :func:`toolkit.claims.panel_drawn`.
 
     Values: those of ``panel_drawn``, plus ``width``, ``step``, ``gap``.
     """
-    drawn = panel_drawn(panel, n_axes)
+    drawn = panel_drawn(panel, n_axes=n_axes)
     shown = panel.values
     net, kernel = predictions[shown["width"]]
     k = list(steps).index(shown["step"])

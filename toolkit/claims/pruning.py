@@ -18,8 +18,7 @@ import pandas as pd
 from ._base import Verdict
 
 __all__ = ["mp_bulk_at_init", "spikes_above_shuffled", "keeps_accuracy", "error_exceeds",
-           "ranks_within_sparsity", "error_misorders", "winning_ticket", "advantage_shrinks",
-           "panel_drew"]
+           "ranks_within_sparsity", "error_misorders", "winning_ticket", "advantage_shrinks"]
 
 
 def _rows(report: pd.DataFrame, layers: Iterable[str] | None) -> pd.DataFrame:
@@ -218,20 +217,3 @@ def advantage_shrinks(history_small: pd.DataFrame, history_large: pd.DataFrame, 
     return Verdict(passed, {"gap_small": gap_small, "gap_large": gap_large,
                             "ratio": gap_large / gap_small if gap_small else float("nan"),
                             "factor": factor})
-
-
-# ---------------------------------------------------------------------------- §4 the panel
-
-
-def panel_drew(panel, *, n_axes: int = 3) -> Verdict:
-    """The panel drew at least once, into exactly ``n_axes`` axes, each holding some data.
-
-    Headless runs (papermill, ``make demo``) must still carry the figure. Holds when
-    ``panel.n_draws >= 1``, ``panel.figure`` has ``n_axes`` axes and every one of them has drawn
-    data (``Axes.has_data``). Fails on a panel whose draw function makes no axes or empty ones.
-    """
-    axes = list(panel.figure.axes)
-    with_data = [bool(ax.has_data()) for ax in axes]
-    passed = panel.n_draws >= 1 and len(axes) == n_axes and all(with_data)
-    return Verdict(passed, {"n_draws": int(panel.n_draws), "n_axes": len(axes),
-                            "axes_with_data": int(sum(with_data))})

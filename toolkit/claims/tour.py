@@ -1,8 +1,8 @@
 """Claims of notebook 00 (the tour): a small MLP learns the digits, and a panel draws headless.
 
 Each predicate returns a :class:`~toolkit.claims.Verdict`; ``tests/test_claims_tour.py`` runs it on
-a negative control (an untrained net, shuffled labels, a step too small to move, a panel that
-draws nothing) and on the notebook's own run.
+a negative control (an untrained net, shuffled labels, a step too small to move) and on the
+notebook's own run. The panel check is :func:`toolkit.claims.panel_drawn`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 
 from ._base import Verdict
 
-__all__ = ["accuracy_reached", "loss_fell", "panel_drawn"]
+__all__ = ["accuracy_reached", "loss_fell"]
 
 
 def _last(history: pd.DataFrame, column: str) -> float:
@@ -51,18 +51,3 @@ def loss_fell(history: pd.DataFrame, factor: float = 10.0) -> Verdict:
     drop = initial / final if final > 0 else float("inf")
     return Verdict(drop >= factor, {"initial": initial, "final": final, "drop": drop,
                                     "factor": float(factor)})
-
-
-def panel_drawn(panel, n_axes: int) -> Verdict:
-    """A :class:`~toolkit.widgets.Panel` drew its figure headless: it ran its draw function, the
-    figure has ``n_axes`` axes and every one of them shows data (a line, a collection or an image).
-
-    A draw function that raises never yields a panel; one that draws nothing, the wrong layout or
-    empty axes fails here, so an executed notebook (or its HTML) without the figure fails its run.
-
-    Values: ``n_draws``, ``axes``, ``empty_axes``.
-    """
-    axes = list(panel.figure.axes)
-    empty = sum(not (ax.lines or ax.collections or ax.images or ax.patches) for ax in axes)
-    passed = panel.n_draws >= 1 and len(axes) == n_axes and empty == 0
-    return Verdict(passed, {"n_draws": int(panel.n_draws), "axes": len(axes), "empty_axes": empty})
