@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # idle OpenMP threads sleep instead of spinning: small toy runs on few cores stay fast
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lint lab bench clean sync
+.PHONY: setup demo test lint lab bench bench-anchors clean sync
 
 setup: $(STAMP)
 
@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml Makefile
 	@# pin the torch just installed so the next step can never pull a different (CUDA) build
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
 	$(BIN)/python -m pip install --quiet -c $(VENV)/torch-constraint.txt -e '.[lab,dev]'
+	@# mup (a test-only reference for the muP parameterisation) declares torchvision, which would
+	@# pull another torch build; it imports without it, so install it alone
+	$(BIN)/python -m pip install --quiet --no-deps 'mup==1.0.0'
 	$(BIN)/python -c "import torch, toolkit; print('toolkit ready: torch', torch.__version__, \
 	  '| cuda' if torch.cuda.is_available() else '| cpu')"
 	@touch $(STAMP)
@@ -46,6 +49,31 @@ lab: setup
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Side-by-side with the libraries users would pick (issue 16); never part of `make test`. Each anchor
+# installs into its own venv under build/anchors/: neural-tangents with its pinned jax, and
+# PyHessian + loss-landscapes beside the same pinned torch as .venv (constraint file: pip cannot
+# swap torch). One thread, interleaved rounds; each script prints the ratio and the agreement.
+ANCHORS := build/anchors
+NT_SPEC := "jax[cpu]==0.4.23" jaxlib==0.4.23 neural-tangents==0.6.5 "numpy<2" "scipy<1.13"
+
+$(ANCHORS)/nt/.ok:
+	$(PYTHON) -m venv $(ANCHORS)/nt
+	$(ANCHORS)/nt/bin/python -m pip install --quiet $(NT_SPEC)
+	@touch $@
+
+$(ANCHORS)/torch/.ok: | $(STAMP)
+	$(PYTHON) -m venv $(ANCHORS)/torch
+	$(ANCHORS)/torch/bin/python -m pip install --quiet "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
+	$(ANCHORS)/torch/bin/python -c "import torch; print('torch==' + torch.__version__)" \
+	  > $(ANCHORS)/torch/torch-constraint.txt
+	$(ANCHORS)/torch/bin/python -m pip install --quiet -c $(ANCHORS)/torch/torch-constraint.txt \
+	  pyhessian==0.1 loss-landscapes==3.0.6 -e .
+	@touch $@
+
+bench-anchors: setup $(ANCHORS)/nt/.ok $(ANCHORS)/torch/.ok
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/anchors/ntk_vs_neural_tangents.py
+	OMP_NUM_THREADS=1 $(ANCHORS)/torch/bin/python benchmarks/anchors/hessian_vs_pyhessian.py
 
 sync: setup
 	$(BIN)/jupytext --sync notebooks/*.py

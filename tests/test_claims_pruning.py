@@ -10,6 +10,7 @@ import copy
 
 import numpy as np
 import pytest
+import torch
 
 import toolkit
 from toolkit import claims, data, models, presets, pruning, spectra, train
@@ -178,3 +179,109 @@ def test_panel_drew_on_the_sparsity_panel_and_fails_on_empty_panels(runs):
     for draw in (no_axes, empty_axes):
         control = panel(draw, x=widgets.IntSlider(value=1, min=0, max=2))
         assert not claims.panel_drawn(control, n_axes=3), draw.__name__
+
+
+# ------------------------------------------------------- notebook 08: path-norm invariance
+
+
+@pytest.mark.parametrize("seed", (0, 1, 2))
+def test_path_norm_invariant_real_case_and_controls(seed):
+    P8 = presets.get_preset("pruning_theory", "toy")
+    torch.manual_seed(seed)
+    model = models.MLP(64, list(P8.widths), 10)
+    first = next(iter(spectra.weight_layers(model)))[0]
+    g = torch.Generator().manual_seed(seed)
+    r = P8.rescale_range
+    scales = 10 ** (2 * r * torch.rand(P8.widths[0], generator=g) - r)
+    cb = spectra.PathNormCallback((64,))
+    before = cb(0, model, [])
+    assert claims.pruning.path_norm_invariant(before, cb(0, spectra.rescale_neurons(
+        model, first, scales), []))
+    # control 1: not a symmetry -- rows scaled, the next layer's columns left alone
+    broken = copy.deepcopy(model)
+    layer = dict(spectra.weight_layers(broken))[first]
+    with torch.no_grad():
+        layer.weight.mul_(scales[:, None])
+        layer.bias.mul_(scales)
+    assert not claims.pruning.path_norm_invariant(before, cb(0, broken, []))
+    # control 2: a symmetric rescaling too mild to move the operator-norm product
+    mild = spectra.rescale_neurons(model, first, 1 + 0.01 * torch.rand(P8.widths[0], generator=g))
+    assert not claims.pruning.path_norm_invariant(before, cb(0, mild, []))
+
+
+def test_panel_drawn_on_the_path_norm_panel():
+    """Notebook 08's panel: both axes drawn; the norms it shows are the pruned copy's (dense ratio
+    1 at sparsity 0, below 1 for the L1 path-norm after magnitude pruning)."""
+    from toolkit.widgets import pruning as pruning_widgets
+
+    P8 = presets.get_preset("pruning_theory", "toy")
+    train_set, test_set = data.load(P8.dataset, seed=0)
+    torch.manual_seed(0)
+    model = models.MLP(64, list(P8.widths), 10)
+    train.fit(model, train_set, epochs=3, batch_size=P8.batch_size, lr=P8.lr,
+              momentum=P8.momentum, progress=False)
+    p = pruning_widgets.path_norm_panel(model, train_set, test_set, input_shape=(64,),
+                                        sparsity=0.0)
+    assert claims.panel_drawn(p, n_axes=2)
+    heights = [bar.get_height() for bar in p.figure.axes[0].patches]
+    assert np.allclose(heights, 1.0)
+    p.controls["sparsity"].value = 0.8
+    assert claims.panel_drawn(p, n_axes=2)
+    assert p.figure.axes[0].patches[0].get_height() < 1.0
+
+
+# ------------------------------------------ notebook 08: rewinding vs fine-tuning (Renda et al.)
+
+
+def _retrain(seed, lr, **kw):
+    import functools
+
+    P8 = presets.get_preset("pruning_theory", "toy")
+    train_set, test_set = data.load(P8.dataset, seed=seed)
+    args = dict(lr=lr, epochs=P8.rt_epochs, rewind_epoch=P8.rt_rewind_epoch, rounds=P8.rt_rounds,
+                rate=P8.rt_rate, schedule=P8.rt_schedule, finetune_lr=P8.rt_finetune_factor * lr,
+                batch_size=P8.rt_batch_size, exclude=("head",), seed=seed, device="cpu",
+                progress=False)
+    args.update(kw)
+    return pruning.retraining_modes(functools.partial(models.MLP, 64, list(P8.rt_widths), 10),
+                                    train_set, test_set, **args)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_ticket_advantage_vanishes_and_retraining_matches_it_real_case_and_controls(seed):
+    P8 = presets.get_preset("pruning_theory", "toy")
+    small, large = (_retrain(seed, lr) for lr in P8.rt_lrs)
+    assert claims.pruning.ticket_advantage_vanishes(small, large)
+    assert claims.pruning.retraining_matches_ticket(large)
+    # control 1: both tables at the small rate (another seed's batches and re-init as "large")
+    other = _retrain(seed + 10, P8.rt_lrs[0])
+    assert not claims.pruning.ticket_advantage_vanishes(small, other)
+    # control 2: fine-tuning at the schedule's final rate (0.01 x peak) stays behind the ticket
+    final_rate = _retrain(seed, P8.rt_lrs[1], finetune_lr=0.01 * P8.rt_lrs[1],
+                          modes=("rewind_0", "finetune"))
+    verdict = claims.pruning.retraining_matches_ticket(final_rate, modes=("finetune",))
+    assert not verdict, verdict
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_beats_at_every_sparsity_real_case_and_controls(seed):
+    P8 = presets.get_preset("pruning_theory", "toy")
+    train_set, test_set = data.load(P8.dataset, seed=seed)
+    torch.manual_seed(seed)
+    model = models.MLP(64, list(P8.widths), 10)
+    train.fit(model, train_set, epochs=P8.epochs, batch_size=P8.batch_size, lr=P8.lr,
+              momentum=P8.momentum, seed=seed, progress=False)
+    sweep = pruning.sparsity_sweep(model, test_set, methods=P8.sp_methods, amounts=P8.sp_amounts,
+                                   scope="layer", exclude=("head",), seed=seed, alphas=False,
+                                   progress=False)
+    assert claims.pruning.beats_at_every_sparsity(sweep, "magnitude", "random", metric="acc",
+                                                  higher_is_better=True)
+    beats = claims.pruning.beats_at_every_sparsity
+    for w, lo, metric, hi in [("l1_sampling", "l2_sampling", "operator", False),
+                              ("l1_sampling", "random", "acc", True),
+                              ("magnitude", "l1_sampling", "operator", False),
+                              ("magnitude", "l1_sampling", "acc", True)]:
+        assert beats(sweep, w, lo, metric=metric, higher_is_better=hi)
+        assert not beats(sweep, lo, w, metric=metric, higher_is_better=hi)  # control: swapped
+    # control: a comparison that is false at high sparsity (random has the lower operator error)
+    assert not beats(sweep, "l1_sampling", "random", metric="operator")

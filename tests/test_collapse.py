@@ -670,3 +670,25 @@ def test_panel_and_views_draw_headless():
     assert fig.axes[0].name == "3d"
     fig = nc_plots.gram_heatmap(feats, labels, weight=net.head.weight)
     assert len(fig.axes) == 4  # three panels and a colour bar
+
+
+# ------------------------------------------------------------------ batch-binding (issue 15)
+
+
+def test_batch_binding_sampler_appends_the_same_one_per_class_set_to_every_batch():
+    from toolkit.collapse import BatchBindingSampler
+    labels = torch.tensor([0] * 40 + [1] * 8 + [2] * 2)
+    s = BatchBindingSampler(labels, 8, seed=0)
+    assert sorted(int(labels[i]) for i in s.binding) == [0, 1, 2]
+    for _ in range(3):  # three epochs
+        batches = list(s)
+        assert len(batches) == len(s) == 7
+        seen = [i for b in batches for i in b if i not in s.binding]
+        assert sorted(seen) == sorted(set(range(50)) - set(s.binding))  # a permutation of the rest
+        for b in batches:
+            assert set(s.binding) <= set(b) and len(b) == len(set(b))
+            assert {int(labels[i]) for i in b} == {0, 1, 2}
+    plain = BatchBindingSampler(labels, 8, bind=False, seed=0)
+    batches = list(plain)
+    assert sorted(i for b in batches for i in b) == list(range(50))
+    assert any(len({int(labels[i]) for i in b}) < 3 for b in batches)  # random batches miss classes

@@ -368,3 +368,82 @@ def test_old_name_eigen_warns_and_is_the_result_class():
         old = hessian.Eigen
     assert old is hessian.Eigenpairs
     assert isinstance(hessian.top_eigenvalues(model, "ce", (x, y)), old)
+
+
+# ---------------------------------------------------- first-order graph reuse (PyHessian-style)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_graph_reuse_hvp_equals_the_streaming_hvp_and_the_dense_hessian(loss):
+    model, x, y = _problem(hidden=7, seed=2)
+    if loss == "mse":
+        y = torch.randn(len(x), 3, generator=torch.Generator().manual_seed(4))
+    loss_fn = F.cross_entropy if loss == "ce" else F.mse_loss
+    exact = _exact_hessian(model, loss_fn, x, y)
+    kept = hessian.HessianOperator(model, loss_fn, (x, y), batch_size=15, method="rev-rev")
+    streamed = hessian.HessianOperator(model, loss_fn, (x, y), batch_size=15, method="rev-rev",
+                                       graph_budget=0)
+    assert kept.uses_graph and not streamed.uses_graph
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):  # the kept graph serves many products
+        v = torch.randn(kept.numel, generator=gen)
+        hv = kept.matvec(v)
+        torch.testing.assert_close(hv, streamed.matvec(v), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(hv.double(), exact @ v.double(), rtol=1e-4, atol=1e-6)
+    assert kept.n_hvp == 3
+    torch.testing.assert_close(kept.dense().double(), exact, rtol=1e-4, atol=1e-6)
+
+
+def test_graph_reuse_on_a_parameter_block_is_the_principal_block():
+    model, x, y = _problem()
+    names = [n for n, _ in model.named_parameters()]
+    exact = _exact_hessian(model, F.cross_entropy, x, y)
+    op = hessian.HessianOperator(model, "ce", (x, y), params=names[2:], method="rev-rev")
+    assert op.uses_graph
+    k = exact.shape[0] - op.numel
+    torch.testing.assert_close(op.dense().double(), exact[k:, k:], rtol=1e-4, atol=1e-6)
+
+
+def test_graph_reuse_falls_back_to_streaming_above_the_budget_and_for_loaders():
+    from toolkit.hessian import _graph as _hessian_graph
+
+    model, x, y = _problem()
+    op = hessian.HessianOperator(model, "ce", (x, y), method="rev-rev")
+    need = _hessian_graph.graph_bytes(op, op._batches)
+    assert op.uses_graph and need > 0
+    assert hessian.HessianOperator(model, "ce", (x, y), method="rev-rev",
+                                   graph_budget=need).uses_graph
+    assert not hessian.HessianOperator(model, "ce", (x, y), method="rev-rev",
+                                       graph_budget=need - 1).uses_graph
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    assert not hessian.HessianOperator(model, "ce", loader, method="rev-rev").uses_graph
+    assert not hessian.HessianOperator(model, "ce", (x, y), method="fwd-rev").uses_graph
+    # the estimate grows with the data: the budget decides by size
+    big = hessian.HessianOperator(model, "ce", (x.repeat(4, 1), y.repeat(4)), method="rev-rev")
+    assert _hessian_graph.graph_bytes(big, big._batches) > need
+
+
+@pytest.mark.parametrize("graph_budget", [None, 0])
+def test_nondeterminism_is_detected_with_and_without_the_kept_graph(graph_budget):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), _Noisy(), nn.Linear(8, 2))
+    x, y = torch.randn(20, 4), torch.randint(0, 2, (20,))
+    with pytest.raises(RuntimeError, match=r"model\.eval\(\)"):
+        hessian.HessianOperator(model, "ce", (x, y), method="rev-rev", graph_budget=graph_budget)
+    model.eval()
+    op = hessian.HessianOperator(model, "ce", (x, y), method="rev-rev", graph_budget=graph_budget)
+    assert op.uses_graph == (graph_budget is None)
+
+
+def test_a_kept_graph_is_rebuilt_when_the_parameters_change_in_place():
+    model, x, y = _problem()
+    op = hessian.HessianOperator(model, "ce", (x, y), method="rev-rev")
+    v = torch.randn(op.numel, generator=torch.Generator().manual_seed(0))
+    before = op.matvec(v)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)  # as an optimiser step would: the operator's parameters are views
+    after = op.matvec(v)
+    assert op.uses_graph and float((after - before).norm()) > 1e-3 * float(before.norm())
+    torch.testing.assert_close(after.double(), _exact_hessian(model, F.cross_entropy, x, y)
+                               @ v.double(), rtol=1e-4, atol=1e-6)

@@ -75,7 +75,9 @@ def test_deep_linear_is_linear():
 @pytest.mark.parametrize("kwargs,match", [
     (dict(widths=[]), "widths is empty"),
     (dict(widths=[8], activation="swish"), "activation"),
-    (dict(widths=[8], parameterization="mup"), "parameterization"),
+    (dict(widths=[8], parameterization="mu-p"), "parameterization"),
+    (dict(widths=[8], parameterization="mup", norm="batch"), "mup"),
+    (dict(widths=[8], parameterization="mup", base_width=0), "base_width"),
 ])
 def test_mlp_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -144,3 +146,121 @@ def test_norm_none_keeps_the_plain_mlp_bit_identical():
 def test_unknown_norm_is_refused():
     with pytest.raises(ValueError, match="norm must be one of"):
         models.MLP(4, [8], 2, norm="layer")
+
+
+# ------------------------------------------------------------------------------ MLP(parameterization="mup")
+
+
+def test_mup_scales_follow_the_width_multipliers():
+    n0, d, k = 16, 8, 3
+    for n in (16, 64, 256):
+        m = n / n0
+        net = models.MLP(d, [n, 2 * n], k, parameterization="mup", base_width=n0, sigma_w=1.0,
+                         sigma_b=0.5)
+        first, hidden, head = net.features[1], net.features[3], net.head
+        assert all(isinstance(layer, models.MuPLinear) for layer in (first, hidden, head))
+        assert math.isclose(first.weight_scale, math.sqrt(m))  # input: step eta*m
+        assert math.isclose(hidden.weight_scale, math.sqrt(2))  # hidden: m_out/m_in = 2
+        assert math.isclose(head.weight_scale, 1 / math.sqrt(2 * m))  # readout: step eta/m
+        assert math.isclose(first.bias_scale, math.sqrt(m)) and head.bias_scale == 1.0
+        # effective init: SP variance 1/fan_in except the readout, 1/(fan_in * m_in)
+        assert abs(first.effective_weight().std().item() * math.sqrt(d) - 1) < 0.15
+        assert abs(hidden.effective_weight().std().item() * math.sqrt(n) - 1) < 0.1
+        assert abs(head.effective_weight().std().item() * math.sqrt(2 * n * 2 * m) - 1) < 0.3
+        assert abs(first.effective_bias().std().item() - 0.5) < 0.15
+
+
+def test_mup_at_the_base_width_is_the_standard_parameterisation():
+    torch.manual_seed(0)
+    net = models.MLP(5, [16, 16], 2, parameterization="mup", base_width=16)
+    for layer in (net.features[1], net.features[3], net.head):
+        assert layer.weight_scale == 1.0 and layer.bias_scale == 1.0
+
+
+def test_standard_and_ntk_mlps_unchanged_by_the_mup_option():
+    # the new base_width argument must not touch the other parameterisations' random draws
+    for par in ("standard", "ntk"):
+        torch.manual_seed(3)
+        a = models.MLP(4, [8, 8], 2, parameterization=par)
+        torch.manual_seed(3)
+        b = models.MLP(4, [8, 8], 2, parameterization=par, base_width=999)
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert torch.equal(pa, pb)
+
+
+def _mup_reference(mup, d, width, k, depth):
+    from torch import nn
+
+    layers = [nn.Linear(d, width), nn.ReLU()]
+    for _ in range(depth - 1):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers, mup.MuReadout(width, k)).double()
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_mup_matches_the_mup_package_step_for_step(depth):
+    """Same effective weights, three SGD steps with one learning rate: our multipliers give the
+    same network as mup.MuSGD's per-layer rates with mup.MuReadout (Yang et al. 2022)."""
+    mup = pytest.importorskip("mup", reason="the `mup` package (dev extra) is not installed")
+    d, n, k, n0 = 6, 128, 3, 32
+    torch.manual_seed(0)
+    ours = models.MLP(d, [n] * depth, k, parameterization="mup", base_width=n0,
+                      sigma_b=0.5).double()
+    ref = _mup_reference(mup, d, n, k, depth)
+    mup.set_base_shapes(ref, _mup_reference(mup, d, n0, k, depth))
+    ours_lin = [m for m in ours.modules() if isinstance(m, models.MuPLinear)]
+    ref_lin = [m for m in ref.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for a, b in zip(ours_lin, ref_lin, strict=True):
+            mult = b.width_mult() if isinstance(b, mup.MuReadout) else 1.0
+            b.weight.copy_(a.effective_weight() * mult)
+            b.bias.copy_(a.effective_bias())
+    x, y = torch.randn(32, d, dtype=torch.float64), torch.randn(32, k, dtype=torch.float64)
+    opts = [torch.optim.SGD(ours.parameters(), lr=0.3), mup.MuSGD(ref.parameters(), lr=0.3)]
+    for _ in range(3):
+        for net, opt in zip((ours, ref), opts):
+            opt.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()
+            opt.step()
+    assert torch.allclose(ours(x), ref(x), atol=1e-10)
+    assert (ours(x) - ref(x)).abs().max() < 1e-10 < (ours(x)).abs().max()
+
+
+def test_mup_init_scales_match_the_mup_package_in_width():
+    """The per-layer effective initial scales follow the same power of the width as mup's
+    (SP init rescaled by set_base_shapes, MuReadout's 1/width_mult): slopes agree within 0.1."""
+    mup = pytest.importorskip("mup", reason="the `mup` package (dev extra) is not installed")
+    from toolkit.utils import loglog_slope
+
+    d, k, n0, widths = 6, 3, 32, (64, 256, 1024)
+    ours, ref = [], []
+    for n in widths:
+        torch.manual_seed(0)
+        net = models.MLP(d, [n, n], k, parameterization="mup", base_width=n0)
+        ours.append([float(m.effective_weight().detach().std()) for m in net.modules()
+                     if isinstance(m, models.MuPLinear)])
+        r = _mup_reference(mup, d, n, k, 2).float()
+        mup.set_base_shapes(r, _mup_reference(mup, d, n0, k, 2))
+        lin = [m for m in r.modules() if isinstance(m, torch.nn.Linear)]
+        ref.append([float(m.weight.detach().std()) / (m.width_mult() if isinstance(m, mup.MuReadout)
+                                             else 1.0) for m in lin])
+    for layer in range(3):
+        s_ours = loglog_slope(widths, [row[layer] for row in ours])
+        s_ref = loglog_slope(widths, [row[layer] for row in ref])
+        assert abs(s_ours - s_ref) < 0.1, (layer, s_ours, s_ref)
+    assert abs(loglog_slope(widths, [row[2] for row in ours]) + 1.0) < 0.1  # readout std ∝ 1/n
+
+
+def test_tiny_cnn_shapes_and_linearity():
+    import torch as _torch
+
+    from toolkit.models import TinyCNN, count_parameters
+    for dim, readout in ((1, "flatten"), (2, "pool")):
+        net = TinyCNN(2, 3, 4, dim=dim, size=5, depth=2, kernel_size=3, readout=readout)
+        x = _torch.randn(6, 2 * 5**dim)
+        assert net(x).shape == (6, 4)
+        head_in = 3 * (5**dim if readout == "flatten" else 1)
+        assert count_parameters(net) == 3**dim * (2 * 3 + 3 * 3) + head_in * 4
+        assert _torch.allclose(net(2 * x - x[:1]), 2 * net(x) - net(x[:1]), atol=1e-5)
+    with pytest.raises(ValueError, match="readout"):
+        TinyCNN(readout="max")

@@ -383,3 +383,52 @@ def test_figures_say_what_they_leave_out_and_lottery_panels_share_y():
     fig = pruning_plots.lottery_plot({"a": hist, "b": hist_high})
     a, b = fig.axes
     assert a.get_shared_y_axes().joined(a, b) and a.get_ylim() == b.get_ylim()
+
+
+def test_retraining_modes_lineages_budgets_and_masks():
+    """Every mode retrains T-k epochs per round at the IMP sparsity; the ticket, its re-initialised
+    control and the rewound nets share sparsity; two modes that are the same procedure agree."""
+    import functools
+
+    from toolkit import data, models
+
+    train_set, test_set = data.load("digits", seed=0)
+    fn = functools.partial(models.MLP, 64, [16], 10)
+    table = pruning.retraining_modes(fn, train_set, test_set, lr=0.1, epochs=3, rewind_epoch=1,
+                                     rounds=2, rate=0.5, batch_size=128, exclude=("head",),
+                                     device="cpu", progress=False)
+    assert set(table["mode"]) == {"dense", *pruning.RETRAIN_MODES}
+    pruned = table[table["round"] > 0]
+    assert (pruned["epochs"] == 2).all()
+    for r, grp in pruned.groupby("round"):
+        assert np.allclose(grp["sparsity"], 1 - 0.5 ** r, atol=0.01)
+    # without a schedule and with finetune_lr = lr, fine-tuning and LR rewinding are the same
+    # procedure (same weights, rates, batches): identical nets; rewinding to theta_0 is not
+    same = pruning.retraining_modes(fn, train_set, test_set, lr=0.1, epochs=2, rewind_epoch=0,
+                                    rounds=2, rate=0.5, schedule=None, finetune_lr=0.1,
+                                    batch_size=128, exclude=("head",), device="cpu",
+                                    progress=False, modes=("finetune", "lr_rewind", "rewind_0"))
+    for _, grp in same[same["round"] > 0].groupby("round"):
+        acc = grp.set_index("mode")[["train_acc", "test_acc"]]
+        assert (acc.loc["finetune"] == acc.loc["lr_rewind"]).all()
+        assert (acc.loc["finetune"] != acc.loc["rewind_0"]).any()
+    with pytest.raises(ValueError, match="reinit"):
+        pruning.retraining_modes(fn, train_set, test_set, lr=0.1, epochs=2, rewind_epoch=0,
+                                 rounds=1, modes=("reinit",))
+
+
+def test_l1_sampling_is_unbiased_keeps_large_entries_and_exact_sparsity():
+    torch.manual_seed(0)
+    w = torch.randn(20, 30)
+    w[0, :5] = 50.0  # large entries: kept with certainty, unscaled
+    means = torch.zeros_like(w)
+    for s in range(300):
+        layer = nn.Linear(30, 20, bias=False)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+        prune(layer, method="l1_sampling", amount=0.7, seed=s)
+        ws = effective_weight(layer).detach()
+        assert int((ws == 0).sum()) == round(0.7 * w.numel())
+        assert torch.allclose(ws[0, :5], w[0, :5])
+        means += ws / 300
+    assert float((means - w).abs().mean()) < 0.15 * float(w.abs().mean())

@@ -1,5 +1,6 @@
 """Tests for toolkit.spectra: ESDs, the power-law fit, Marchenko–Pastur, layer reports."""
 
+import copy
 import math
 
 import numpy as np
@@ -336,3 +337,165 @@ def test_esd_plot_leaves_out_zero_eigenvalues_and_says_how_many():
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[0] == "pruned (20 zero eigenvalues not drawn)"
     assert min(line.get_xdata().min() for line in ax.get_lines()) > 1e-6  # nothing at a floor
+
+
+# ---------------------------------------------------------------------------------- path-norms
+# Brute force: build the network's DAG by hand (node -> list of (source, weight), bias) and
+# enumerate every path (from an input, or from a neuron's bias, to an output) explicitly.
+
+
+def _brute_path_norm(graph: dict, inputs: list, outputs: list, p: float) -> float:
+    def products(v):  # the list of path products ending at node v
+        if v in inputs:
+            return [1.0]
+        edges, bias = graph[v]
+        out = [abs(bias) ** p] if bias is not None else []
+        for u, w in edges:
+            out += [q * abs(w) ** p for q in products(u)]
+        return out
+    return sum(sum(products(o)) for o in outputs) ** (1.0 / p)
+
+
+def _add_linear(graph, src: list, layer: nn.Linear, tag: str, extra=None) -> list:
+    w = layer.weight.detach().double()
+    b = layer.bias.detach().double() if layer.bias is not None else None
+    nodes = []
+    for i in range(w.shape[0]):
+        edges = [(u, float(w[i, j])) for j, u in enumerate(src)]
+        if extra is not None:
+            edges.append((extra[i], 1.0))  # a skip connection: an edge of weight 1
+        graph[(tag, i)] = (edges, None if b is None else float(b[i]))
+        nodes.append((tag, i))
+    return nodes
+
+
+def _tiny_mlp(seed=0, bias=True):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4, bias=bias), nn.ReLU(), nn.Linear(4, 3, bias=bias),
+                         nn.ReLU(), nn.Linear(3, 2, bias=bias)).double()
+
+
+def _mlp_graph(net):
+    graph, inputs = {}, [("x", j) for j in range(3)]
+    h = _add_linear(graph, inputs, net[0], "a")
+    h = _add_linear(graph, h, net[2], "b")
+    return graph, inputs, _add_linear(graph, h, net[4], "c")
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 0.5])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_path_norm_of_mlp_with_biases_equals_brute_force_sum_over_paths(p, seed):
+    net = _tiny_mlp(seed)
+    graph, inputs, outputs = _mlp_graph(net)
+    assert spectra.path_norm(net, (3,), p=p) == pytest.approx(
+        _brute_path_norm(graph, inputs, outputs, p), rel=1e-10)
+
+
+class _Res(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.fc1, self.fc2, self.head = (nn.Linear(2, 3), nn.Linear(3, 4),
+                                                   nn.Linear(4, 3), nn.Linear(3, 2))
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        return self.head(torch.relu(h + self.fc2(torch.relu(self.fc1(h)))))
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_path_norm_with_skip_connection_equals_brute_force(p):
+    torch.manual_seed(3)
+    net = _Res().double()
+    graph, inputs = {}, [("x", j) for j in range(2)]
+    h = _add_linear(graph, inputs, net.inp, "h")
+    g = _add_linear(graph, h, net.fc1, "g")
+    r = _add_linear(graph, g, net.fc2, "r", extra=h)  # relu(h + fc2(.)): skip edges weigh 1
+    outputs = _add_linear(graph, r, net.head, "o")
+    assert spectra.path_norm(net, (2,), p=p) == pytest.approx(
+        _brute_path_norm(graph, inputs, outputs, p), rel=1e-10)
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+def test_path_norm_with_conv_and_max_pooling_equals_brute_force(p):
+    torch.manual_seed(4)
+    conv, pool, fc = nn.Conv1d(1, 2, kernel_size=2), nn.MaxPool1d(2), nn.Linear(4, 2)
+    net = nn.Sequential(conv, nn.ReLU(), pool, nn.Flatten(), fc).double()
+    length = 9  # conv: 2 channels x 8, pooled to 2 x 4 = 8 features
+    net[4] = fc = nn.Linear(8, 2).double()
+    graph, inputs = {}, [("x", t) for t in range(length)]
+    w, b = conv.weight.detach(), conv.bias.detach()
+    for c in range(2):
+        for t in range(length - 1):
+            graph[("conv", c, t)] = ([(("x", t + s), float(w[c, 0, s])) for s in range(2)],
+                                     float(b[c]))
+    pooled = []
+    for c in range(2):
+        for t in range(4):  # a max-pool neuron: edges of weight 1 from its window, no bias
+            graph[("pool", c, t)] = ([(("conv", c, 2 * t + s), 1.0) for s in range(2)], None)
+            pooled.append(("pool", c, t))
+    outputs = _add_linear(graph, pooled, fc, "o")
+    expected = _brute_path_norm(graph, inputs, outputs, p)
+    assert spectra.path_norm(net, (1, length), p=p) == pytest.approx(expected, rel=1e-10)
+
+
+def test_path_norm_with_eval_batch_norm_equals_the_folded_network():
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).double()
+    net.train()
+    net(torch.randn(32, 3, dtype=torch.float64))  # running statistics that are not (0, 1)
+    net.eval()
+    bn = net[1]
+    a = bn.weight / (bn.running_var + bn.eps).sqrt()
+    folded = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    with torch.no_grad():
+        folded[0].weight.copy_(a[:, None] * net[0].weight)
+        folded[0].bias.copy_(a * (net[0].bias - bn.running_mean) + bn.bias)
+        folded[2].load_state_dict(net[3].state_dict())
+    x = torch.randn(5, 3, dtype=torch.float64)
+    assert torch.allclose(folded(x), net(x))
+    for p in (1.0, 2.0):
+        assert spectra.path_norm(net, (3,), p=p) == pytest.approx(
+            spectra.path_norm(folded, (3,), p=p), rel=1e-10)
+
+
+def test_path_norm_is_invariant_under_neuron_rescaling_while_norm_product_moves():
+    net = _tiny_mlp(0)
+    scales = torch.tensor([1e-3, 1e2, 1.0, 30.0], dtype=torch.float64)
+    moved = spectra.rescale_neurons(net, "0", scales)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    assert torch.allclose(moved(x), net(x))
+    for p in (1.0, 2.0):
+        assert spectra.path_norm(moved, (3,), p=p) == pytest.approx(
+            spectra.path_norm(net, (3,), p=p), rel=1e-10)
+
+    def prod(m):
+        return math.prod(float(torch.linalg.matrix_norm(m_.weight.detach(), 2))
+                         for _, m_ in spectra.weight_layers(m))
+    assert prod(moved) / prod(net) > 100
+
+
+def test_path_norm_bounds_the_output_and_is_bounded_by_layer_norms():
+    net = _tiny_mlp(2)
+    pn1 = spectra.path_norm(net, (3,), p=1)
+    x = 3 * torch.randn(50, 3, dtype=torch.float64)
+    bound = pn1 * x.abs().amax(1).clamp_min(1.0)
+    assert bool((net(x).abs().sum(1) <= bound + 1e-12).all())
+    nobias = _tiny_mlp(2, bias=False)  # the layer-norm bounds hold for bias-free layered nets
+    ws = [m.weight.detach() for _, m in spectra.weight_layers(nobias)]
+    assert spectra.path_norm(nobias, (3,), p=1) <= 2 * math.prod(
+        float(w.abs().sum(1).max()) for w in ws) + 1e-12
+    assert spectra.path_norm(nobias, (3,), p=2) <= math.prod(float(w.norm()) for w in ws)
+
+
+def test_path_norm_handles_pruned_layers_and_rejects_other_activations():
+    from toolkit import pruning
+    net = _tiny_mlp(1)
+    pruned = pruning.prune(copy.deepcopy(net), method="magnitude", amount=0.5)
+    dense = pruning.make_permanent(pruning.prune(copy.deepcopy(net), method="magnitude",
+                                                 amount=0.5))
+    assert spectra.path_norm(pruned, (3,)) == pytest.approx(spectra.path_norm(dense, (3,)))
+    assert spectra.path_norm(pruned, (3,)) < spectra.path_norm(net, (3,))
+    with pytest.raises(ValueError, match="DAG ReLU"):
+        spectra.path_norm(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)), (3,))
+    with pytest.raises(ValueError, match="input_shape"):
+        spectra.path_norm(net, 3)

@@ -221,3 +221,58 @@ def test_evaluate_metrics_option(blobs):
     for bad in ("loss", (), ("acc",), ("loss", "f1")):
         with pytest.raises(ValueError, match="metrics"):
             train.fit(_model(), tr, epochs=1, metrics=bad, progress=False)
+
+
+# ------------------------------------------------------------------- batch samplers (issue 15)
+
+
+def test_batch_sampler_drives_the_steps_and_matches_manual_sgd(blobs):
+    from toolkit.collapse import BatchBindingSampler
+    tr, _ = blobs
+    x, y = tr.tensors
+    sampler = BatchBindingSampler(y, 64, seed=3)
+    batches = [list(b) for b in BatchBindingSampler(y, 64, seed=3)]  # epoch 1 of a twin sampler
+    model, manual = _model(), _model()
+    train.fit(model, tr, epochs=1, lr=0.1, batch_sampler=sampler, progress=False)
+    opt = torch.optim.SGD(manual.parameters(), lr=0.1)
+    for b in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(manual(x[b]), y[b]).backward()
+        opt.step()
+    for a, b in zip(model.parameters(), manual.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_resume_with_batch_sampler_is_bit_identical(blobs, tmp_path):
+    from toolkit.collapse import BatchBindingSampler
+    tr, _ = blobs
+    kwargs = dict(epochs=6, lr=0.05, momentum=0.9, seed=1, progress=False, checkpoint_every=2)
+    reference = _model()
+    h_ref = train.fit(reference, tr, batch_sampler=BatchBindingSampler(tr.tensors[1], 32, seed=4),
+                      **kwargs)
+
+    def killer(epoch, model, history):
+        if epoch == 3:
+            raise _Kill
+    with pytest.raises(_Kill):
+        train.fit(_model(), tr, checkpoint_dir=tmp_path, callbacks=[killer],
+                  batch_sampler=BatchBindingSampler(tr.tensors[1], 32, seed=4), **kwargs)
+    resumed = _model()
+    h = train.fit(resumed, tr, checkpoint_dir=tmp_path,
+                  batch_sampler=BatchBindingSampler(tr.tensors[1], 32, seed=4), **kwargs)
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert h["train_loss"].tolist() == h_ref["train_loss"].tolist()
+    with pytest.raises(ValueError, match="other settings"):  # another sampler config is refused
+        train.fit(_model(), tr, checkpoint_dir=tmp_path,
+                  batch_sampler=BatchBindingSampler(tr.tensors[1], 16, seed=4), **kwargs)
+
+
+def test_batch_sampler_argument_checks(blobs):
+    from toolkit.collapse import BatchBindingSampler
+    tr, _ = blobs
+    with pytest.raises(ValueError, match="either batch_size or batch_sampler"):
+        train.fit(_model(), tr, epochs=1, batch_size=8,
+                  batch_sampler=BatchBindingSampler(tr.tensors[1], 8), progress=False)
+    with pytest.raises(TypeError, match="index lists"):
+        train.fit(_model(), tr, epochs=1, batch_sampler=3, progress=False)

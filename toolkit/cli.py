@@ -57,7 +57,15 @@ FIT_KNOBS = ("loss", "optimizer", "momentum", "weight_decay", "schedule", "rho",
 # Experiments whose main computation is not one `fit` of one model: the reason, and what to run.
 NOT_A_SINGLE_FIT = {
     "ntk": ("its `widths` are a sweep of one-hidden-layer networks trained with kernel-relative "
-            "step sizes (toolkit.ntk.ntk_equivalence), not one model", "01_ntk_equivalence"),
+            "step sizes (the notebook's cells), not one model", "01_ntk_equivalence"),
+    "feature_learning": ("it sweeps widths, parameterisations and learning rates (coordinate "
+                         "check, learning-rate transfer), not one model", "05_feature_learning"),
+    "curvature": ("it computes dense Hessian ranks of a sweep of tiny CNNs and MLPs, not one fit",
+                  "06_curvature_scaling"),
+    "collapse_batches": ("it optimises free embeddings (no network) with three batch schemes",
+                         "07_collapse_batches"),
+    "pruning_theory": ("it compares pruning, rescaling and retraining schemes over several runs",
+                       "08_pruning_theory"),
 }
 
 

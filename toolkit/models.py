@@ -16,8 +16,9 @@ from torch import nn
 
 from ._checks import check_choice
 
-__all__ = ["Erf", "ACTIVATIONS", "make_activation", "NTKLinear", "MLP", "MLP_NORMS", "ToImage",
-           "SmallCNN", "BasicBlock", "ResNet18", "ResidualBlock", "ResNetMini", "DeepLinear",
+__all__ = ["Erf", "ACTIVATIONS", "make_activation", "NTKLinear", "MuPLinear", "MLP", "MLP_NORMS",
+           "MLP_PARAMETERIZATIONS", "ToImage",
+           "SmallCNN", "TinyCNN", "BasicBlock", "ResNet18", "ResidualBlock", "ResNetMini", "DeepLinear",
            "penultimate", "count_parameters", "MODELS", "build"]
 
 
@@ -97,6 +98,73 @@ def _standard_linear(n_in: int, n_out: int, bias: bool, sigma_w: float,
     return layer
 
 
+class MuPLinear(nn.Linear):
+    r"""Dense layer in the maximal-update parameterisation μP for SGD (Yang & Hu 2021, arXiv
+    2011.14522; μTransfer, Yang et al. 2022, arXiv 2203.03466), written with multipliers so that
+    **one global SGD learning rate** gives every layer its μP update size.
+
+    A dimension is *infinite* when it grows with the width (hidden sizes) and *finite* otherwise
+    (input dimension, number of outputs). With :math:`m = n / n_0` the width multiplier of an
+    infinite dimension of size n over ``base_width`` :math:`n_0` (and m = 1 for a finite one),
+
+    .. math:: z = c_w\, w\, x + c_b\, b, \qquad c_w = \sqrt{m_{out}/m_{in}},\quad c_b = \sqrt{m_{out}}
+
+    Gradient descent on ``w`` with step η moves the effective weight :math:`c_w w` with step
+    :math:`c_w^2 η`: ``η·m`` for the input layer and the biases (mup's "vector-like" parameters),
+    ``η·m_out/m_in`` for hidden matrices, ``η/m`` for the readout: exactly the learning rates
+    ``mup.MuSGD`` assigns. Initialisation: the effective weights are N(0, σ_w²/fan_in) (as in the
+    standard parameterisation) except the readout (finite output, infinite input), whose effective
+    weight is N(0, σ_w²/(fan_in·m_in)), i.e. variance ∝ 1/width²: μP's readout (``mup.MuReadout``'s
+    1/width multiplier on an SP-initialised layer rescaled by √m). Effective biases are N(0, σ_b²).
+    At ``width == base_width`` every scale is 1 and the layer is the standard one.
+
+    **Adam differs.** Adam normalises each coordinate's update to O(η) whatever the gradient's
+    scale, so these multipliers do not give μP with one global Adam rate: μP for Adam scales the
+    *learning rates* of hidden and readout matrices by 1/fan_in multiplier (``mup.MuAdam``), with
+    input weights and biases at η (Yang et al. 2022, Table 3). Use SGD with this layer, or per-layer
+    Adam learning rates.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 in_infinite: bool, out_infinite: bool, base_width: int = 64,
+                 sigma_w: float = 2**0.5, sigma_b: float = 0.0):
+        if base_width < 1:
+            raise ValueError(f"base_width must be a positive width, got {base_width}.")
+        m_in = in_features / base_width if in_infinite else 1.0
+        m_out = out_features / base_width if out_infinite else 1.0
+        self.m_in, self.m_out, self.base_width = m_in, m_out, base_width
+        self.weight_scale = math.sqrt(m_out / m_in)
+        self.bias_scale = math.sqrt(m_out)
+        readout = in_infinite and not out_infinite
+        self.effective_std = sigma_w / math.sqrt(in_features * (m_in if readout else 1.0))
+        self.sigma_b = sigma_b
+        super().__init__(in_features, out_features, bias=bias)
+
+    def reset_parameters(self) -> None:
+        if not hasattr(self, "weight_scale"):  # nn.Linear.__init__ calls this before our scales
+            return
+        with torch.no_grad():
+            self.weight.normal_(0.0, self.effective_std / self.weight_scale)
+            if self.bias is not None:
+                self.bias.normal_(0.0, 1.0).mul_(self.sigma_b / self.bias_scale)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The matrix the layer applies, ``weight_scale * weight`` (differentiable)."""
+        return self.weight_scale * self.weight
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """The bias the layer adds, ``bias_scale * bias`` (``None`` without a bias)."""
+        return None if self.bias is None else self.bias_scale * self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.effective_bias())
+
+    def extra_repr(self) -> str:
+        return (super().extra_repr()
+                + f", weight_scale={self.weight_scale:.4g}, bias_scale={self.bias_scale:.4g}")
+
+
+MLP_PARAMETERIZATIONS = ("standard", "ntk", "mup")
 MLP_NORMS = (None, "batch")
 
 
@@ -106,6 +174,10 @@ class MLP(nn.Module):
     ``parameterization="ntk"`` uses :class:`NTKLinear` for every layer (including the readout, as
     neural-tangents' stax does); ``"standard"`` uses ``nn.Linear`` initialised with
     W ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²), the same function distribution at initialisation.
+    ``"mup"`` uses :class:`MuPLinear` (μP for SGD, Yang & Hu 2021, arXiv 2011.14522): hidden
+    widths are the infinite dimensions, ``base_width`` the width at which μP equals the standard
+    parameterisation; with one global SGD learning rate, feature updates stay O(1) at every depth
+    and width (``base_width`` is ignored by the other parameterisations).
 
     ``norm="batch"`` puts a ``BatchNorm1d`` after every hidden Linear (Linear → BN → activation):
     batch norm before the last layer plus weight decay makes neural collapse appear much sooner
@@ -116,7 +188,8 @@ class MLP(nn.Module):
 
     def __init__(self, in_dim: int, widths: Sequence[int], out_dim: int, activation: str = "relu",
                  parameterization: str = "standard", sigma_w: float = 2**0.5,
-                 sigma_b: float = 0.0, bias: bool = True, norm: str | None = None):
+                 sigma_b: float = 0.0, bias: bool = True, norm: str | None = None,
+                 base_width: int = 64):
         super().__init__()
         widths = list(widths) if not isinstance(widths, int) else [widths]
         if not widths:
@@ -124,27 +197,34 @@ class MLP(nn.Module):
         if any(int(w) < 1 for w in widths) or in_dim < 1 or out_dim < 1:
             raise ValueError(f"in_dim, widths and out_dim must be positive, got {in_dim}, "
                              f"{widths}, {out_dim}.")
-        if parameterization not in ("standard", "ntk"):
+        if parameterization not in MLP_PARAMETERIZATIONS:
             raise ValueError(f"parameterization={parameterization!r} is unknown; choose "
-                             "'standard' or 'ntk'.")
+                             "'standard', 'ntk' or 'mup'.")
         check_choice(norm, "norm", MLP_NORMS)
+        if parameterization == "mup" and norm is not None:
+            raise ValueError("parameterization='mup' with norm='batch' is not μP (batch norm "
+                             "undoes the layer scales); use norm=None.")
         make_act = lambda: make_activation(activation)  # noqa: E731 (validate the name up front)
         make_act()
 
-        def linear(n_in, n_out):
+        def linear(n_in, n_out, in_inf=True, out_inf=True):
+            if parameterization == "mup":
+                return MuPLinear(n_in, n_out, bias=bias, in_infinite=in_inf,
+                                 out_infinite=out_inf, base_width=base_width, sigma_w=sigma_w,
+                                 sigma_b=sigma_b)
             if parameterization == "ntk":
                 return NTKLinear(n_in, n_out, bias=bias, sigma_w=sigma_w, sigma_b=sigma_b)
             return _standard_linear(n_in, n_out, bias, sigma_w, sigma_b)
 
         layers: list[nn.Module] = [nn.Flatten()]
         dims = [in_dim, *widths]
-        for n_in, n_out in zip(dims[:-1], dims[1:]):
-            layers.append(linear(n_in, n_out))
+        for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(linear(n_in, n_out, in_inf=i > 0))
             if norm == "batch":
                 layers.append(nn.BatchNorm1d(n_out))
             layers.append(make_act())
         self.features = nn.Sequential(*layers)
-        self.head = linear(dims[-1], out_dim)
+        self.head = linear(dims[-1], out_dim, out_inf=False)
         self.in_dim, self.widths, self.out_dim = in_dim, widths, out_dim
         self.activation, self.parameterization, self.norm = activation, parameterization, norm
 
@@ -290,6 +370,45 @@ class DeepLinear(nn.Module):
         self.head = _standard_linear(width, out_dim, bias, 1.0, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class TinyCNN(nn.Module):
+    """A small 1-D or 2-D CNN for exact curvature studies (arXiv 2305.09088's setting):
+    ``depth`` convolutions of ``channels`` channels (kernel ``kernel_size``, "same" padding,
+    stride 1), each followed by ``activation`` (``"linear"`` for a linear CNN, ``"relu"``...),
+    then a fully connected readout to ``n_outputs`` of the flattened feature map
+    (``readout="flatten"``) or of its spatial average (``readout="pool"``). Inputs are
+    flattened vectors of ``in_channels * size**dim`` values. ``bias=False`` by default, so the
+    linear CNN is a product of (Toeplitz) matrices.
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 4, n_outputs: int = 2, *,
+                 dim: int = 1, size: int = 8, kernel_size: int = 3, depth: int = 1,
+                 activation: str = "linear", bias: bool = False, readout: str = "flatten"):
+        super().__init__()
+        if readout not in ("flatten", "pool"):
+            raise ValueError(f"readout must be 'flatten' or 'pool', got {readout!r}.")
+        if dim not in (1, 2):
+            raise ValueError(f"dim must be 1 or 2 (Conv1d or Conv2d), got {dim}.")
+        if min(in_channels, channels, n_outputs, size, kernel_size, depth) < 1:
+            raise ValueError("in_channels, channels, n_outputs, size, kernel_size and depth must "
+                             "be positive.")
+        conv = nn.Conv1d if dim == 1 else nn.Conv2d
+        self.in_channels, self.size, self.dim = in_channels, size, dim
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += [conv(in_channels if i == 0 else channels, channels, kernel_size,
+                            padding="same", bias=bias), make_activation(activation)]
+        self.convs = nn.Sequential(*layers)
+        pool = nn.AdaptiveAvgPool1d(1) if dim == 1 else nn.AdaptiveAvgPool2d(1)
+        self.features = nn.Sequential(self.convs, *([pool] if readout == "pool" else []),
+                                      nn.Flatten())
+        n_features = channels * (1 if readout == "pool" else size**dim)
+        self.head = nn.Linear(n_features, n_outputs, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(len(x), self.in_channels, *([self.size] * self.dim))
         return self.head(self.features(x))
 
 

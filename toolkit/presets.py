@@ -106,6 +106,44 @@ register(
                   "rewind_epoch": 0, "late_rewind_epoch": 2}),
 )
 
+# ----------------------------------------------------- 07 collapse batches (SCL batch-binding)
+register(
+    "collapse_batches",
+    Preset("collapse_batches", "toy", dataset="ufm", model="free_embeddings", epochs=40,
+           batch_size=8, lr=0.05,
+           extra={"class_counts": (24, 24, 4, 4), "dim": 8, "temperature": 1.0,
+                  "full_epochs": 400, "optimizer": "adam"}),
+    Preset("collapse_batches", "full", dataset="ufm", model="free_embeddings", epochs=200,
+           batch_size=16, lr=0.05,
+           extra={"class_counts": (200, 200, 200, 20, 20, 20, 20, 20, 20, 20), "dim": 16,
+                  "temperature": 1.0, "full_epochs": 2000, "optimizer": "adam"}),
+)
+
+# ------------------------------------------------------------ 08 pruning theory (path-norms, ...)
+register(
+    "pruning_theory",
+    Preset("pruning_theory", "toy", dataset="digits", model="mlp", widths=(64, 64), epochs=30,
+           batch_size=32, lr=0.05,
+           extra={"momentum": 0.9, "record_every": 3, "amounts": (0.0, 0.5, 0.8, 0.9, 0.95),
+                  "rescale_range": 3.0,
+                  # §3 rewinding vs fine-tuning (Renda et al.): notebook 04's lottery setting
+                  # (digits, 64-64-10, 8 epochs, 4 rounds halving the weights) with a step schedule
+                  "rt_widths": (64,), "rt_epochs": 8, "rt_rewind_epoch": 1, "rt_rounds": 4,
+                  "rt_rate": 0.5, "rt_lrs": (0.05, 0.5), "rt_batch_size": 64,
+                  "rt_schedule": "step", "rt_finetune_factor": 0.1,
+                  "sp_methods": ("magnitude", "random", "l2_sampling", "l1_sampling"),
+                  "sp_amounts": (0.0, 0.5, 0.8, 0.9)}),
+    Preset("pruning_theory", "full", dataset="mnist1d", model="mlp", widths=(256, 256),
+           epochs=100, batch_size=32, lr=0.05,
+           extra={"momentum": 0.9, "record_every": 5,
+                  "amounts": (0.0, 0.5, 0.8, 0.9, 0.95, 0.98), "rescale_range": 3.0,
+                  "rt_widths": (300, 100), "rt_epochs": 40, "rt_rewind_epoch": 2, "rt_rounds": 8,
+                  "rt_rate": 0.2, "rt_lrs": (0.01, 0.2), "rt_batch_size": 64,
+                  "rt_schedule": "step", "rt_finetune_factor": 0.1,
+                  "sp_methods": ("magnitude", "random", "l2_sampling", "l1_sampling"),
+                  "sp_amounts": (0.0, 0.5, 0.8, 0.9, 0.95)}),
+)
+
 # --------------------------------------------------------------------------- 03 neural collapse
 register(
     "collapse",
@@ -211,4 +249,53 @@ register(
                   "imb_ratio": 0.02, "imb_epochs": 60, "imb_batch": 32, "imb_lr": 0.05,
                   "imb_rho": 0.1, "imb_widths": (128,), "imb_seeds": 3,
                   "panel_steps": 31}),
+)
+
+# ------------------------------------------------------------------------------ 05 feature learning
+# μP (models.MLP(parameterization="mup", base_width=base_width)). coord_*: section 1 (a few
+# full-batch SGD steps, RMS change of pre-activations; the NTK parameterisation gets its own rate,
+# 32x, which matches the effective hidden-layer rate at width 64); lrt_*: section 2 (a log2 grid
+# of rates, mini-batch SGD on a Gaussian mixture); drift_*: section 3 (NTK drift of deep nets).
+# coord_base_width: a smaller base makes the readout's initial output, ~sqrt(n0/n), negligible
+# from width 64 on (with n0 = 16 the two narrowest widths still show that transient).
+register(
+    "feature_learning",
+    Preset("feature_learning", "toy", dataset="teacher_regression", model="mlp",
+           widths=(64, 128, 256, 512, 1024, 2048), epochs=3, batch_size=None, lr=0.01,
+           extra={"base_width": 16, "coord_base_width": 8, "coord_depth": 3,
+                  "coord_points": 64, "coord_ntk_lr": 0.32,
+                  "coord_seeds": (0, 1, 2, 3),
+                  "lrt_widths": (64, 256, 1024), "lrt_depth": 2, "lrt_log2_lrs": tuple(range(-8, 3)),
+                  "lrt_epochs": 3, "lrt_batch": 64, "lrt_samples": 512, "lrt_dim": 16,
+                  "lrt_classes": 4,
+                  "drift_widths": (64, 256, 1024, 2048), "drift_depth": 2, "drift_mup_lr": 0.1,
+                  "drift_ntk_lr": 0.3, "drift_epochs": 20, "drift_points": 16,
+                  "drift_seeds": (0,)}),
+    Preset("feature_learning", "full", dataset="teacher_regression", model="mlp",
+           widths=(64, 128, 256, 512, 1024, 2048, 4096, 8192), epochs=3, batch_size=None, lr=0.01,
+           extra={"base_width": 16, "coord_base_width": 8, "coord_depth": 4,
+                  "coord_points": 256, "coord_ntk_lr": 0.32,
+                  "coord_seeds": tuple(range(10)),
+                  "lrt_widths": (64, 256, 1024, 4096), "lrt_depth": 3,
+                  "lrt_log2_lrs": tuple(range(-10, 4)), "lrt_epochs": 20, "lrt_batch": 64,
+                  "lrt_samples": 4000, "lrt_dim": 16, "lrt_classes": 4,
+                  "drift_widths": (64, 256, 1024, 4096, 8192), "drift_depth": 3,
+                  "drift_mup_lr": 0.1, "drift_ntk_lr": 0.3, "drift_epochs": 100,
+                  "drift_points": 32, "drift_seeds": (0, 1, 2)}),
+)
+
+# ------------------------------------------------------------------------ 06 curvature scaling
+# rank_*: section 1, Hessian rank of tiny CNNs (arXiv 2305.09088): dense float64 Hessians of
+# TinyCNN(rank_in_channels, c, rank_outputs, depth=rank_depth, readout="pool") at init, MSE to
+# random targets on rank_samples Gaussian inputs, over rank_channels; an MLP of the same size.
+register(
+    "curvature",
+    Preset("curvature", "toy", dataset="gaussian", model="tiny_cnn",
+           widths=(2, 4, 8, 16), epochs=0, batch_size=None, lr=0.0,
+           extra={"rank_dim": 1, "rank_size": 8, "rank_in_channels": 3, "rank_outputs": 4,
+                  "rank_depth": 3, "rank_kernel": 3, "rank_samples": 64}),
+    Preset("curvature", "full", dataset="gaussian", model="tiny_cnn",
+           widths=(2, 4, 8, 16, 24, 32), epochs=0, batch_size=None, lr=0.0,
+           extra={"rank_dim": 2, "rank_size": 4, "rank_in_channels": 3, "rank_outputs": 4,
+                  "rank_depth": 3, "rank_kernel": 3, "rank_samples": 256}),
 )

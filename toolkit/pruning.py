@@ -45,13 +45,17 @@ from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_module, check_positive_int
 from ._deprecated import warn_renamed
+from ._sampling import inclusion_probabilities, systematic_sample
 from .spectra import effective_weight, esd, powerlaw_alpha, weight_layers
 
-__all__ = ["METHODS", "SCOPES", "prunable_layers", "prune", "sparsity", "make_permanent",
+__all__ = ["METHODS", "ALL_METHODS", "SCOPES", "prunable_layers", "prune", "sparsity", "make_permanent",
            "spectral_error", "spectral_errors", "sparsity_sweep", "lottery_ticket",
-           "LotteryResult", "inclusion_probabilities", "systematic_sample"]
+           "LotteryResult", "inclusion_probabilities", "systematic_sample", "RETRAIN_MODES",
+           "retraining_modes"]
 
 METHODS = ("magnitude", "random", "l2_sampling", "structured")
+# Rules outside METHODS (so that sweeps over METHODS, e.g. notebook 04's, are unchanged).
+ALL_METHODS = (*METHODS, "l1_sampling")
 SCOPES = ("global", "layer")
 # Old method names kept for one release (old -> new); ``"spectral"`` was classical element-wise L2
 # sampling, not the spectrum-preserving algorithm of arXiv 2307.08982.
@@ -64,7 +68,7 @@ def _method(method) -> str:
         new = _RENAMED_METHODS[method]
         warn_renamed(f'method="{method}"', f'method="{new}" (classical element-wise L2 sampling)')
         return new
-    return check_choice(method, "method", METHODS)
+    return check_choice(method, "method", ALL_METHODS)
 
 
 # ------------------------------------------------------------------------------------- layers
@@ -100,78 +104,6 @@ def _install(module: nn.Module, factor: torch.Tensor) -> None:
     torch_prune.custom_from_mask(module, "weight", factor.to(module.weight.dtype))
 
 
-# ------------------------------------------------------------- element-wise L2 sampling
-
-
-def inclusion_probabilities(q: torch.Tensor, n_keep: int) -> torch.Tensor:
-    r"""Inclusion probabilities :math:`\pi_i = \min(1, c\,q_i)` with :math:`\sum_i \pi_i = ` ``n_keep``.
-
-    ``q`` are non-negative importances (here :math:`q_i = w_i^2`, the element-wise sampling of
-    Achlioptas & McSherry and Drineas & Zouzias, arXiv 1006.0407). Entries whose proportional share
-    would exceed one are kept with certainty and the rest share the remaining budget
-    ("water-filling"): with :math:`q` sorted decreasingly, :math:`t` saturated entries and
-    :math:`c = (n_{keep}-t) / \sum_{j>t} q_j`, the smallest :math:`t` with :math:`c\,q_{t+1} \le 1`.
-    """
-    n = q.numel()
-    if not 0 <= n_keep <= n:
-        raise ValueError(f"n_keep must be between 0 and {n}, got {n_keep}.")
-    q = q.to(torch.float64).clamp_min(0)
-    n_pos = int((q > 0).sum())
-    if n_keep == 0:
-        return torch.zeros_like(q)
-    if n_keep >= n_pos:  # every nonzero entry is kept; the budget left goes uniformly to zeros
-        pi = (q > 0).to(torch.float64)
-        if n > n_pos:
-            pi[q == 0] = (n_keep - n_pos) / (n - n_pos)
-        return pi
-    qs, order = torch.sort(q, descending=True)
-    tail = torch.flip(torch.cumsum(torch.flip(qs, [0]), 0), [0])   # sum_{j >= t} q_j
-    t = torch.arange(n_keep, dtype=torch.float64)
-    ok = (n_keep - t) * qs[:n_keep] <= tail[:n_keep]
-    t_star = int(torch.nonzero(ok)[0])
-    c = (n_keep - t_star) / float(tail[t_star])
-    pi_sorted = torch.clamp(c * qs, max=1.0)
-    pi_sorted[:t_star] = 1.0
-    pi = torch.empty_like(pi_sorted)
-    pi[order] = pi_sorted
-    return pi
-
-
-def systematic_sample(pi: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    r"""A random subset of exactly :math:`\sum_i \pi_i` entries that contains entry :math:`i` with
-    probability exactly :math:`\pi_i` (boolean mask).
-
-    Randomised systematic sampling (Madow 1949; Hartley & Rao 1962): lay the :math:`\pi_i` end to
-    end in a random order, draw :math:`u \sim U[0, 1)` and keep the entries whose interval contains
-    one of :math:`u, u+1, \dots`. Each interval has length :math:`\pi_i \le 1`, so it is hit with
-    probability :math:`\pi_i`, and exactly :math:`\sum\pi_i` points fall in :math:`[0, \sum\pi_i)`.
-    Independent Bernoulli draws would give the same marginals but a random number of survivors;
-    this gives the exact sparsity that a fair comparison of pruning methods needs.
-    """
-    n = pi.numel()
-    total = float(pi.sum())
-    n_keep = round(total)
-    if abs(total - n_keep) > 1e-6 or bool((pi > 1 + 1e-12).any()) or bool((pi < 0).any()):
-        raise ValueError("pi must lie in [0, 1] and sum to an integer (see inclusion_probabilities).")
-    keep = torch.zeros(n, dtype=torch.bool)
-    certain = pi >= 1.0
-    keep[certain] = True
-    rest = torch.nonzero(~certain & (pi > 0)).flatten()
-    n_rest = n_keep - int(certain.sum())
-    if n_rest > 0:
-        rest = rest[torch.randperm(len(rest), generator=generator)]
-        cum = torch.cumsum(pi[rest].to(torch.float64), 0)
-        cum = cum * (n_rest / float(cum[-1]))  # remove rounding drift: the last edge is n_rest
-        u = float(torch.rand((), generator=generator, dtype=torch.float64))
-        hits = torch.ceil(cum - u) - torch.ceil(torch.cat([cum.new_zeros(1), cum[:-1]]) - u)
-        chosen = rest[hits > 0]
-        if len(chosen) != n_rest:  # floating-point edge case (probability ~1e-16): top up/trim
-            extra = rest[hits <= 0][: max(n_rest - len(chosen), 0)]
-            chosen = torch.cat([chosen, extra])[:n_rest]
-        keep[chosen] = True
-    return keep
-
-
 # ---------------------------------------------------------------------------------- pruning
 
 
@@ -203,8 +135,9 @@ def _prune_entries(weights: list[torch.Tensor], k_new: int, method: str,
     idx = torch.nonzero(alive).flatten()
     values = flat[idx]
     factor = torch.zeros_like(flat)
-    if method == "l2_sampling":
-        pi = inclusion_probabilities(values.square(), len(idx) - k_new)
+    if method in ("l2_sampling", "l1_sampling"):
+        q = values.square() if method == "l2_sampling" else values.abs()
+        pi = inclusion_probabilities(q, len(idx) - k_new)
         keep = systematic_sample(pi, generator)
         factor[idx[keep]] = 1.0 / pi[keep]
     else:
@@ -289,6 +222,14 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
       unpruned, so re-prune such a model with this function (it treats every nonzero weight as
       alive), and gradients through a rescaled mask are multiplied by :math:`1/\pi`; call
       :func:`make_permanent` before fine-tuning if plain SGD on :math:`W_s` is wanted.
+    * ``"l1_sampling"`` (in :data:`ALL_METHODS`, not :data:`METHODS`): the same with
+      :math:`\pi_{ij} = \min(1, c\,|w_{ij}|)`. The water-filling makes it a *hybrid*: the largest
+      entries (:math:`c|w_{ij}| \ge 1`) are kept deterministically and unscaled, as magnitude
+      pruning would, and the rest are sampled in proportion to :math:`|w_{ij}|` and rescaled by
+      :math:`1/\pi_{ij}` — the "deterministic large entries + :math:`\ell_1` sampling of the
+      small ones" kind of sparsifier studied by Achlioptas & McSherry, Drineas & Zouzias and
+      Kundu & Drineas. It is **not** the algorithm of Yao, Yu & Koutis (arXiv 2307.08982), whose
+      exact procedure we could not check; that paper's method is not implemented here.
     * ``"structured"``: zero whole output rows / channels (``weight[i]``) with the smallest L2
       norm. Per layer, ``round(amount * rows)`` rows (exact in rows). Globally, rows are ranked by
       RMS norm and zeroed until at least ``round(amount * n)`` weights are zero (the nearest
@@ -621,3 +562,109 @@ def lottery_ticket(model_fn: Callable[[], nn.Module],
     masks = {name: (m.weight_mask != 0).detach().cpu() for name, m in
              prunable_layers(model, exclude) if _is_pruned(m)}
     return LotteryResult(history=pd.DataFrame(history), masks=masks, model=model)
+
+
+# ------------------------------------------------ rewinding vs fine-tuning (Renda et al. 2020)
+
+RETRAIN_MODES = ("rewind_0", "rewind_k", "reinit", "finetune", "lr_rewind")
+
+
+def retraining_modes(model_fn: Callable[[], nn.Module], train, test, *, lr: float, epochs: int,
+                     rewind_epoch: int, rounds: int, rate: float = 0.2, schedule="step",
+                     finetune_lr: float | None = None, modes: Iterable[str] = RETRAIN_MODES,
+                     batch_size: int | None = None, momentum: float = 0.0,
+                     scope: str = "global", exclude: Iterable[str] = (), seed: int = 0,
+                     device="auto", progress: bool = True) -> pd.DataFrame:
+    r"""Iterative magnitude pruning with five ways to retrain after each pruning step, at equal
+    retraining epochs (Renda, Frankle & Carbin 2020, "Comparing Rewinding and Fine-tuning in
+    Neural Network Pruning", arXiv 2003.02389; Frankle & Carbin 2019, arXiv 1803.03635).
+
+    The original training runs ``epochs`` = :math:`T` epochs of SGD at ``lr`` times the schedule
+    factor (``schedule`` as in :func:`toolkit.train.fit`; ``"step"``: ×0.1 at 50 % and 75 %),
+    keeping :math:`\theta_0` and :math:`\theta_k` (epoch ``rewind_epoch`` = :math:`k`). Each mode
+    then has its own lineage: start from the trained dense net; every round prunes the lineage's
+    current weights by global magnitude to sparsity :math:`1-(1-\text{rate})^r` and retrains it
+    for :math:`t = T-k` epochs:
+
+    * ``"rewind_0"`` — the lottery ticket: survivors reset to :math:`\theta_0`;
+    * ``"rewind_k"`` — weight rewinding: survivors reset to :math:`\theta_k` (Renda et al.'s
+      "weight rewinding", Frankle et al. 2020's late rewinding);
+    * ``"reinit"`` — the control: the mask of ``rewind_0`` at this round on a fresh
+      initialisation (``torch.manual_seed(seed + 1000 + r)``);
+    * ``"finetune"`` — keep the trained survivors and train them at the constant small rate
+      ``finetune_lr`` (default: the schedule's last rate, Renda et al.'s fine-tuning);
+    * ``"lr_rewind"`` — learning-rate rewinding: keep the trained survivors, replay the schedule's
+      learning rates of epochs :math:`k..T-1` (Renda et al.'s proposal).
+
+    Every mode but ``finetune`` trains with the learning rates of epochs :math:`k..T-1`, so the
+    three weight-rewinding modes differ only in where the weights start, ``rewind_k`` and
+    ``lr_rewind`` only in the weights, and ``finetune`` and ``lr_rewind`` only in the learning
+    rates: every comparison changes one thing. (Frankle & Carbin's ticket trains the full :math:`T`
+    epochs from :math:`\theta_0`; here it gets the same :math:`T-k` as the others — with
+    :math:`k \ll T` the difference is small, and it keeps the budget equal.)
+
+    Returns one row per (mode, round): ``mode``, ``round`` (0 = the dense net, mode ``"dense"``),
+    ``sparsity``, ``train_acc``, ``test_acc``, ``epochs`` (retraining epochs), ``lr``.
+    """
+    from .train import evaluate, fit, lr_factor
+
+    modes = [check_choice(m, "mode", RETRAIN_MODES) for m in modes]
+    if "reinit" in modes and "rewind_0" not in modes:
+        raise ValueError("mode 'reinit' re-initialises the mask of 'rewind_0'; include both.")
+    check_positive_int(rounds, "rounds")
+    check_positive_int(epochs, "epochs")
+    if not isinstance(rate, int | float) or not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate!r}.")
+    if not isinstance(rewind_epoch, int) or not 0 <= rewind_epoch < epochs:
+        raise ValueError(f"rewind_epoch must be an integer in [0, epochs={epochs}), got "
+                         f"{rewind_epoch!r}.")
+    check_choice(scope, "scope", SCOPES)
+    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    lr_factor(schedule, 0, epochs)  # validate
+    k, t = rewind_epoch, epochs - rewind_epoch
+    small_lr = finetune_lr if finetune_lr is not None else lr * lr_factor(schedule, epochs - 1,
+                                                                          epochs)
+
+    def run(net, n, start, rate_lr=lr, sched=schedule):
+        replay = None if sched is None else (lambda e: lr_factor(sched, start + e, epochs))
+        fit(net, train, epochs=n, batch_size=batch_size, lr=rate_lr, momentum=momentum,
+            schedule=replay, device=device, seed=seed, progress=False, metrics=("loss",))
+
+    def row(net, mode, r):
+        return {"lr": lr, "mode": mode, "round": r,
+                "sparsity": float(sparsity(net, exclude)["global"]) if r else 0.0,
+                "train_acc": evaluate(net, train)["acc"], "test_acc": evaluate(net, test)["acc"],
+                "epochs": epochs if r == 0 else t}
+
+    torch.manual_seed(seed)
+    dense = model_fn()
+    prunable_layers(dense, exclude)
+    theta0 = _snapshot(dense)
+    if k > 0:
+        run(dense, k, 0)
+    theta_k = _snapshot(dense)
+    run(dense, t, k)
+    rows = [row(dense, "dense", 0)]
+    lineages = {m: copy.deepcopy(dense) for m in modes if m != "reinit"}
+    bar = tqdm(range(1, rounds + 1), desc="pruning rounds", disable=not progress, leave=False)
+    for r in bar:
+        target = 1.0 - (1.0 - rate) ** r
+        for mode, net in lineages.items():
+            prune(net, method="magnitude", amount=target, scope=scope, exclude=exclude)
+            if mode in ("rewind_0", "rewind_k"):
+                _rewind_(net, theta0 if mode == "rewind_0" else theta_k)
+            if mode == "finetune":
+                run(net, t, 0, rate_lr=small_lr, sched=None)
+            else:
+                run(net, t, k)
+            rows.append(row(net, mode, r))
+        if "reinit" in modes:
+            torch.manual_seed(seed + 1000 + r)
+            fresh = model_fn()
+            sources = dict(prunable_layers(lineages["rewind_0"], exclude))
+            for name, module in prunable_layers(fresh, exclude):
+                keep = sources[name].weight_mask != 0
+                _install(module, keep.to(device=module.weight.device, dtype=module.weight.dtype))
+            run(fresh, t, k)
+            rows.append(row(fresh, "reinit", r))
+    return pd.DataFrame(rows)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -36,7 +37,8 @@ from ._deprecated import moved
 
 __all__ = ["PowerLawFit", "esd", "powerlaw_alpha", "marchenko_pastur_edges",
            "marchenko_pastur_density", "esd_matrix_shape", "effective_weight", "weight_layers",
-           "weight_layer", "layer_report", "shuffle_weights", "stable_rank", "effective_rank"]
+           "weight_layer", "layer_report", "shuffle_weights", "stable_rank", "effective_rank",
+           "path_norm", "rescale_neurons", "operator_norm_product", "PathNormCallback"]
 
 CONV_CONVENTIONS = ("slices", "reshape")
 _LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -520,3 +522,231 @@ def layer_report(model: nn.Module, *, conv: str = "slices", randomize: bool = Tr
 
 # ``randomized`` was renamed to a verb that says what it does; the old name works for one release.
 __getattr__ = moved(__name__, {"randomized": "toolkit.spectra:shuffle_weights"})
+
+
+# ------------------------------------------------------------------------------ path-norms
+
+_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_ALLOWED_NONLINEAR = ("relu", "relu_")
+_REJECTED = ("gelu", "tanh", "sigmoid", "elu", "selu", "silu", "softplus", "leaky_relu", "erf",
+             "softmax", "log_softmax", "hardtanh", "mish", "layer_norm", "group_norm",
+             "instance_norm", "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+             "sub", "rsub", "neg", "abs", "max", "min", "exp", "log")
+
+
+def _pool_args(args, kwargs) -> dict:
+    out = {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+           "return_indices": False}
+    out.update(zip(_POOL_ARGS, args[1:]))
+    out.update({k: v for k, v in kwargs.items() if k in out})
+    return out
+
+
+def _n_tuple(v, d: int) -> tuple:
+    return tuple(v) if isinstance(v, list | tuple) else (v,) * d
+
+
+class _PathNormMode(torch.overrides.TorchFunctionMode):
+    r"""Runs a forward pass of Gonon et al.'s transformed network: ReLU ↦ identity, max-pooling ↦
+    sum over the pooling window, average pooling (edge weights 1/k) ↦ weights (1/k)^p, batch norm
+    (eval: the per-channel affine map a·x + c) ↦ |a|^p·x + |c|^p. Linear/conv weights are
+    transformed on a copy of the model beforehand; everything else passes through, except the
+    operations listed in ``_REJECTED`` (not a DAG-ReLU network), which raise."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        p = self.p
+        if name in _ALLOWED_NONLINEAR:
+            return args[0]
+        if name in ("max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d",
+                    "avg_pool3d"):
+            d = int(name[-2])
+            a = _pool_args(args, kwargs)
+            if name.startswith("avg") and not kwargs.get("count_include_pad", True):
+                raise ValueError("path_norm: avg-pooling with count_include_pad=False has "
+                                 "input-dependent weights; use count_include_pad=True.")
+            if any(x != 1 for x in _n_tuple(a["dilation"] if name.startswith("max") else 1, d)):
+                raise ValueError("path_norm does not support dilated max-pooling.")
+            if a["return_indices"]:
+                raise ValueError("path_norm does not support max-pooling with return_indices.")
+            k = _n_tuple(a["kernel_size"], d)
+            size = math.prod(k)
+            pool = getattr(F, f"avg_pool{d}d")
+            # max-pool: every window entry is an edge of weight 1, paths through it add up (sum);
+            # avg-pool: weight 1/size per edge, so the transformed edge weight is size^-p.
+            factor = size if name.startswith("max") else size ** (1.0 - p)
+            out = pool(args[0], k, a["stride"] or k, a["padding"], a["ceil_mode"], True)
+            return out * factor
+        if name.startswith("adaptive_avg_pool"):
+            x, out_size = args[0], _n_tuple(args[1] if len(args) > 1 else kwargs["output_size"],
+                                            int(name[-2]))
+            in_size = x.shape[-len(out_size):]
+            if any(o is not None and i % o for i, o in zip(in_size, out_size)):
+                raise ValueError("path_norm: adaptive average pooling is supported when the input "
+                                 "size is a multiple of the output size.")
+            size = math.prod(i // (o or i) for i, o in zip(in_size, out_size))
+            return func(*args, **kwargs) * size ** (1.0 - p)
+        if name == "batch_norm":
+            x, mean, var = args[0], args[1], args[2]
+            names = ("weight", "bias", "training", "momentum", "eps")
+            a = dict(zip(names, args[3:]))
+            a.update({k: v for k, v in kwargs.items() if k in names})
+            if a.get("training", False) or mean is None:
+                raise ValueError("path_norm needs batch norm in eval mode (running statistics): "
+                                 "its layer is then a fixed affine map.")
+            scale = (var + a.get("eps", 1e-5)).rsqrt()
+            if a.get("weight") is not None:
+                scale = scale * a["weight"]
+            shift = -mean * scale + (a["bias"] if a.get("bias") is not None else 0.0)
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            return x * scale.abs().pow(p).view(shape) + shift.abs().pow(p).view(shape)
+        if name in _REJECTED:
+            raise ValueError(f"path_norm is defined for DAG ReLU networks (Linear/Conv, ReLU, "
+                             f"identity, max/avg-pooling, eval batch norm, skip additions); the "
+                             f"model calls {name!r}.")
+        return func(*args, **kwargs)
+
+
+def _fold_batch_norms_(model: nn.Module) -> None:
+    """Fold every eval-mode batch norm that directly follows a Linear/Conv inside an
+    ``nn.Sequential`` into that layer (``W <- a W``, ``b <- a (b - mu) + beta``) and replace it by
+    the identity. The network function is unchanged; the path-norm is that of the folded layer."""
+    bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        names = list(seq._modules)
+        for prev, cur in zip(names, names[1:]):
+            layer, bn = seq._modules[prev], seq._modules[cur]
+            if not (isinstance(layer, _LAYER_TYPES) and isinstance(bn, bn_types)
+                    and bn.running_mean is not None and getattr(layer, "weight_scale", None) is None):
+                continue
+            with torch.no_grad():
+                a = (bn.running_var + bn.eps).rsqrt()
+                if bn.weight is not None:
+                    a = a * bn.weight
+                shift = (bn.bias if bn.bias is not None else 0.0) - a * bn.running_mean
+                bias = layer.bias if layer.bias is not None else torch.zeros_like(a)
+                new_bias = a * bias + shift
+                layer.weight.mul_(a.view(-1, *([1] * (layer.weight.ndim - 1))))
+                layer.bias = nn.Parameter(new_bias.to(layer.weight.dtype))
+            seq._modules[cur] = nn.Identity()
+
+
+def _transformed_copy(model: nn.Module, p: float) -> nn.Module:
+    """A copy with every Linear/Conv weight and bias replaced by its entry-wise |.|^p (pruning
+    masks applied first; NTK-parameterisation scales raised to the power p as well)."""
+    # a pruned layer's ``weight`` is a non-leaf tensor (weight_orig * weight_mask) that
+    # deepcopy refuses; copy its detached value instead (the hook recomputes it anyway)
+    memo = {id(m.weight): m.weight.detach().clone() for m in model.modules()
+            if hasattr(m, "weight_orig") and isinstance(getattr(m, "weight", None), torch.Tensor)}
+    out = copy.deepcopy(model, memo).eval()
+    for module in out.modules():
+        if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+            torch.nn.utils.prune.remove(module, "weight")
+    _fold_batch_norms_(out)
+    with torch.no_grad():
+        for _, module in weight_layers(out):
+            module.weight.copy_(module.weight.abs().pow(p))
+            if module.bias is not None:
+                module.bias.copy_(module.bias.abs().pow(p))
+            for attr in ("weight_scale", "bias_scale"):
+                if isinstance(getattr(module, attr, None), int | float):
+                    setattr(module, attr, abs(getattr(module, attr)) ** p)
+    return out
+
+
+def path_norm(model: nn.Module, input_shape: tuple[int, ...], *, p: float = 1.0,
+              dtype: torch.dtype = torch.float64) -> float:
+    r"""The :math:`L^p` path-norm :math:`\|\Phi(\theta)\|_p` of a DAG ReLU network, in one forward pass.
+
+    Gonon, Brisebarre, Riccietti & Gribonval (ICLR 2024, arXiv 2310.01225): the path-lifting
+    :math:`\Phi(\theta)` has one coordinate per path of the network's graph — from an input or
+    from a hidden/output neuron's bias (the bias is then the path's first factor) to an output —
+    equal to the product of the weights along it (max-pooling and skip edges weigh 1, average
+    pooling 1/k). An eval-mode batch norm is an affine map: one that directly follows a
+    Linear/Conv in an ``nn.Sequential`` is folded into that layer first (the network function is
+    unchanged; the path-norm is the folded layer's), any other one counts as a layer of
+    per-neuron affine maps :math:`a\,x + c` (weight :math:`a`, bias :math:`c`). Then
+
+    .. math:: \|\Phi(\theta)\|_p^p = \big\| R_{|\theta|^p}(\mathbf 1) \big\|_1 ,
+
+    the output of the network with every weight and bias replaced by :math:`|\cdot|^p`, ReLUs by
+    the identity and each max-pooling neuron by the sum of its window (paths through a max-pool
+    neuron go through every input of its window), fed the all-ones input of ``input_shape``
+    (without the batch dimension). Every term is non-negative, so the pass is exact.
+
+    Properties (tested): invariant under the network's rescaling symmetry (a hidden ReLU neuron's
+    incoming weights and bias times :math:`\lambda>0`, its outgoing weights over :math:`\lambda`);
+    :math:`\|R_\theta(x)\|_1 \le \|\Phi(\theta)\|_1 \max(\|x\|_\infty, 1)`; for a layered net
+    :math:`\|\Phi\|_1 \le d_{out}\prod_\ell \|W_\ell\|_{\infty\to\infty}` and, without biases,
+    :math:`\|\Phi\|_2 \le \prod_\ell \|W_\ell\|_F`. Operations outside the paper's class (GELU,
+    tanh, layer norm, products of activations, ...) raise. Runs on a copy in ``dtype`` (float64:
+    the sum over exponentially many paths overflows float32 in deep nets less soon).
+    """
+    check_module(model)
+    check_positive(p, "p")
+    if not isinstance(input_shape, tuple | list | torch.Size) or not all(
+            isinstance(s, int) and s > 0 for s in input_shape):
+        raise ValueError(f"input_shape must be the shape of one input without the batch "
+                         f"dimension, e.g. (64,) or (1, 8, 8); got {input_shape!r}.")
+    net = _transformed_copy(model, float(p)).to(dtype=dtype, device="cpu")
+    with torch.no_grad(), _PathNormMode(float(p)):
+        out = net(torch.ones(1, *input_shape, dtype=dtype))
+    total = float(out.sum())
+    if not math.isfinite(total) or float(out.min()) < 0:
+        raise ValueError("path_norm: the transformed forward pass gave a negative or non-finite "
+                         "value; the model uses an operation outside DAG ReLU networks.")
+    return total ** (1.0 / p)
+
+
+def rescale_neurons(model: nn.Module, layer: str, scales) -> nn.Module:
+    r"""A copy of ``model`` with hidden neuron :math:`j` of the Linear layer ``layer`` rescaled:
+    its incoming weights and bias times ``scales[j]`` > 0, its outgoing weights (the columns of the
+    next Linear layer in ``weight_layers`` order) divided by it. For a ReLU between the two layers
+    the function is unchanged (:math:`\mathrm{relu}(\lambda z) = \lambda\,\mathrm{relu}(z)`); the
+    path-norm is unchanged; per-layer norms are not. This is the neuron-wise symmetry that
+    :func:`toolkit.landscape.balanced_rescale` (one α per layer) is the uniform case of."""
+    out = copy.deepcopy(model)
+    layers = list(weight_layers(out))
+    names = [n for n, _ in layers]
+    if layer not in names or names.index(layer) == len(names) - 1:
+        raise ValueError(f"layer must name a weight layer followed by another; got {layer!r}, "
+                         f"layers are {names}.")
+    i = names.index(layer)
+    first, second = layers[i][1], layers[i + 1][1]
+    if not isinstance(first, nn.Linear) or not isinstance(second, nn.Linear):
+        raise TypeError("rescale_neurons handles consecutive nn.Linear layers.")
+    s = torch.as_tensor(scales, dtype=first.weight.dtype)
+    if s.shape != (first.out_features,) or bool((s <= 0).any()):
+        raise ValueError(f"scales must be {first.out_features} positive numbers.")
+    with torch.no_grad():
+        first.weight.mul_(s[:, None])
+        if first.bias is not None:
+            first.bias.mul_(s)
+        second.weight.div_(s[None, :])
+    return out
+
+
+def operator_norm_product(model: nn.Module) -> float:
+    r""":math:`\prod_\ell \|W_\ell\|_2` over the weight layers (conv weights as ``(out, in·k)``
+    matrices): the layer-wise capacity term that the path-norm refines (not rescaling-invariant)."""
+    return math.prod(float(torch.linalg.matrix_norm(
+        effective_weight(m).reshape(effective_weight(m).shape[0], -1).double(), 2))
+        for _, m in weight_layers(model))
+
+
+class PathNormCallback:
+    """A :func:`toolkit.train.fit` callback recording ``path_norm_<p>`` for each ``p`` and
+    ``operator_product`` (:func:`operator_norm_product`) at every call."""
+
+    def __init__(self, input_shape: tuple[int, ...], ps=(1.0, 2.0)):
+        self.input_shape, self.ps = tuple(input_shape), tuple(ps)
+
+    def __call__(self, epoch, model, history) -> dict:
+        out = {f"path_norm_{p:g}": path_norm(model, self.input_shape, p=p) for p in self.ps}
+        out["operator_product"] = operator_norm_product(model)
+        return out

@@ -293,12 +293,17 @@ def _config(**kwargs) -> dict:
     return out
 
 
-def save_checkpoint(path: Path, *, model, optimizer, epoch, history, generator, config) -> None:
-    """Atomically write everything needed to resume bit-identically."""
-    atomic_save({"format": 1, "epoch": epoch, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "history": history,
-                 "rng_shuffle": generator.get_state(), "rng_torch": torch.get_rng_state(),
-                 "config": config}, path)
+def save_checkpoint(path: Path, *, model, optimizer, epoch, history, generator, config,
+                    sampler_rng: torch.Generator | None = None) -> None:
+    """Atomically write everything needed to resume bit-identically (with a batch sampler's
+    generator state, ``rng_sampler``, when :func:`fit` was given one)."""
+    state = {"format": 1, "epoch": epoch, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "history": history,
+             "rng_shuffle": generator.get_state(), "rng_torch": torch.get_rng_state(),
+             "config": config}
+    if sampler_rng is not None:
+        state["rng_sampler"] = sampler_rng.get_state()
+    atomic_save(state, path)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -384,7 +389,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         checkpoint_dir: str | Path | None = None, checkpoint_every: int = 10,
         resume: bool = True, progress: bool = True, amp: bool = False, rho: float = 0.05,
         adaptive: bool = False, asam_eta: float = ASAM_ETA, loss_kwargs: dict | None = None,
-        compile: bool = False, metrics: Sequence[str] = EVAL_METRICS) -> pd.DataFrame:
+        compile: bool = False, metrics: Sequence[str] = EVAL_METRICS,
+        batch_sampler=None) -> pd.DataFrame:
     """Train ``model`` on ``train`` and return the history (one row per epoch, epoch 0 included).
 
     ``batch_size=None`` is full-batch gradient descent (one step per epoch). Mini-batches are drawn
@@ -409,6 +415,14 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     labels) is only meaningful when the outputs are class logits, so pass ``metrics=("loss",)``
     for an embedding network. Accuracy is never computed for floating (regression) targets.
 
+    ``batch_sampler`` replaces the built-in shuffling: an iterable (e.g. a
+    ``torch.utils.data.Sampler``) that yields, once per epoch, the lists of training indices of
+    each step, such as :class:`toolkit.collapse.BatchBindingSampler`. It excludes ``batch_size``
+    (evaluation is then full batch) and a multi-process run. If it has a ``generator``
+    (``torch.Generator``), that generator's state is saved in the checkpoint and restored, so a
+    resumed run draws the same batches as an uninterrupted one; ``batch_sampler.config`` (a dict,
+    if present) must match on resume.
+
     **Several processes.** Under ``torchrun`` (or any initialised process group with more than one
     rank) the model is wrapped in ``DistributedDataParallel``: NCCL on ``cuda:LOCAL_RANK``, gloo on
     the CPU. ``batch_size`` stays the *global* batch: every rank draws the same shuffle from
@@ -430,6 +444,15 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         raise ValueError(f"lr must be positive, got {lr}.")
     if callback_every < 1 or checkpoint_every < 1:
         raise ValueError("callback_every and checkpoint_every must be at least 1.")
+    if batch_sampler is not None:
+        if batch_size is not None:
+            raise ValueError("pass either batch_size or batch_sampler, not both (the sampler "
+                             "decides the batches).")
+        if not hasattr(batch_sampler, "__iter__"):
+            raise TypeError("batch_sampler must be an iterable of index lists (a "
+                            f"torch.utils.data.Sampler), got {type(batch_sampler).__name__}.")
+    sampler_rng = getattr(batch_sampler, "generator", None)
+    sampler_rng = sampler_rng if isinstance(sampler_rng, torch.Generator) else None
     loss_fn = get_loss(loss, **(loss_kwargs or {}))
     metrics = _check_metrics(metrics)
     lr_factor(schedule, 0, max(epochs, 1))  # validates the schedule up front
@@ -438,6 +461,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         device = dist_utils.init_from_env(device)
     distributed = dist_utils.is_distributed()
     main = dist_utils.is_main()
+    if distributed and batch_sampler is not None:
+        raise ValueError("batch_sampler is not supported in a multi-process run; use batch_size.")
     if amp and device.type != "cuda":
         warnings.warn("amp=True only applies on CUDA; training in float32 on "
                       f"{device.type}.", stacklevel=2)
@@ -466,7 +491,10 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
                      weight_decay=weight_decay, batch_size=batch_size, seed=seed,
                      schedule=schedule, rho=rho, adaptive=adaptive,
                      **({"asam_eta": asam_eta} if adaptive else {}), n_train=len(x_train),
-                     loss_kwargs=str(sorted((loss_kwargs or {}).items())))
+                     loss_kwargs=str(sorted((loss_kwargs or {}).items())),
+                     **({} if batch_sampler is None else {"batch_sampler": str(sorted(
+                         getattr(batch_sampler, "config", {"type": type(batch_sampler).__name__})
+                         .items()))}))
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
     history: list[dict] = []
@@ -474,6 +502,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
     if ckpt_path is not None and resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         _restore(ckpt, ckpt_path, model, opt, generator, config)
+        if sampler_rng is not None and "rng_sampler" in ckpt:
+            sampler_rng.set_state(ckpt["rng_sampler"])
         history, start = list(ckpt["history"]), int(ckpt["epoch"])
         if start >= epochs:
             return pd.DataFrame([r for r in history if r["epoch"] <= epochs])
@@ -505,7 +535,7 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         if ckpt_path is not None and epochs == 0:  # the initialisation, for analyses at epoch 0
             if main:
                 save_checkpoint(ckpt_path, model=model, optimizer=opt, epoch=0, history=history,
-                                generator=generator, config=config)
+                                generator=generator, config=config, sampler_rng=sampler_rng)
             dist_utils.barrier()
     model.train()
     bar = tqdm(range(start, epochs), desc="training", disable=not (progress and main), leave=False)
@@ -513,10 +543,15 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         for group in opt.param_groups:
             group["lr"] = lr * lr_factor(schedule, epoch, epochs)
         n = len(x_train)
-        order = torch.randperm(n, generator=generator).to(device) if batch_size else None
-        step = batch_size or n
-        for i in range(0, n, step):
-            idx, weight = _local_batch(order, i, step, n, distributed, device)
+        if batch_sampler is not None:
+            steps = [(torch.as_tensor(list(b), dtype=torch.long, device=device), 1.0)
+                     for b in batch_sampler]
+        else:
+            order = torch.randperm(n, generator=generator).to(device) if batch_size else None
+            step = batch_size or n
+            steps = (_local_batch(order, i, step, n, distributed, device)
+                     for i in range(0, n, step))
+        for idx, weight in steps:
             xb, yb = x_train[idx], y_train[idx]
 
             def closure(xb=xb, yb=yb, weight=weight):
@@ -546,7 +581,8 @@ def fit(model: nn.Module, train, *, test=None, loss: str | Callable = "ce",
         if ckpt_path is not None and ((epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs):
             if main:
                 save_checkpoint(ckpt_path, model=model, optimizer=opt, epoch=epoch + 1,
-                                history=history, generator=generator, config=config)
+                                history=history, generator=generator, config=config,
+                                sampler_rng=sampler_rng)
             dist_utils.barrier()
     model.eval()
     return pd.DataFrame(history)

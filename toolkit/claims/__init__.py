@@ -16,7 +16,7 @@ import importlib
 
 from ._base import Verdict, panel_drawn
 
-_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning")
+_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning", "features", "curvature")
 
 __all__ = ["Verdict", "panel_drawn", *_TOPICS]
 

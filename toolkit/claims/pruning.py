@@ -18,7 +18,9 @@ import pandas as pd
 from ._base import Verdict
 
 __all__ = ["mp_bulk_at_init", "spikes_above_shuffled", "keeps_accuracy", "error_exceeds",
-           "ranks_within_sparsity", "error_misorders", "winning_ticket", "advantage_shrinks"]
+           "ranks_within_sparsity", "error_misorders", "winning_ticket", "advantage_shrinks",
+           "path_norm_invariant", "ticket_advantage_vanishes", "retraining_matches_ticket",
+           "beats_at_every_sparsity"]
 
 
 def _rows(report: pd.DataFrame, layers: Iterable[str] | None) -> pd.DataFrame:
@@ -217,3 +219,106 @@ def advantage_shrinks(history_small: pd.DataFrame, history_large: pd.DataFrame, 
     return Verdict(passed, {"gap_small": gap_small, "gap_large": gap_large,
                             "ratio": gap_large / gap_small if gap_small else float("nan"),
                             "factor": factor})
+
+
+# ----------------------------------------------------------------- notebook 08 path-norms
+
+
+def path_norm_invariant(before: Mapping[str, float], after: Mapping[str, float], *,
+                        rtol: float = 1e-6, min_ratio: float = 10.0) -> Verdict:
+    r"""The path-norm is invariant under the rescaling symmetry; the product of layer operator
+    norms is not.
+
+    Claim (Gonon, Brisebarre, Riccietti & Gribonval, arXiv 2310.01225, §2): the path-lifting
+    :math:`\Phi(\theta)` -- hence every path-norm -- is unchanged when a hidden ReLU neuron's
+    incoming weights and bias are multiplied by :math:`\lambda>0` and its outgoing weights divided
+    by it, while layer-wise norm products move. ``before`` / ``after`` map ``"path_norm_1"``,
+    ``"path_norm_2"`` and ``"operator_product"`` to their values on a model and on its rescaled
+    copy (the same function). Holds when both path-norms agree within ``rtol`` (they are equal in
+    exact arithmetic; a float32 model rescaled in place drifts by ~1e-9) and the operator-norm
+    product changed by a
+    factor of at least ``min_ratio`` either way. Fails for a rescaling that is not a symmetry
+    (incoming weights scaled, outgoing ones left alone), and for a symmetric rescaling too mild to
+    move the norm product. Values: ``path_norm_change`` (largest relative change), ``ratio``.
+    """
+    change = max(abs(after[k] - before[k]) / before[k] for k in ("path_norm_1", "path_norm_2"))
+    ratio = after["operator_product"] / before["operator_product"]
+    ratio = max(ratio, 1.0 / ratio)
+    return Verdict(change <= rtol and ratio >= min_ratio,
+                   {"path_norm_change": float(change), "ratio": float(ratio)})
+
+
+# ------------------------------------------- notebook 08: rewinding vs fine-tuning (Renda et al.)
+
+
+def _final_modes(table: pd.DataFrame, metric: str = "test_acc") -> pd.Series:
+    last = table[table["round"] == table["round"].max()]
+    return last.set_index("mode")[metric].astype(float)
+
+
+def ticket_advantage_vanishes(table_small: pd.DataFrame, table_large: pd.DataFrame, *,
+                              margin: float = 0.05, factor: float = 0.5,
+                              metric: str = "test_acc") -> Verdict:
+    """At the last pruning round the ticket (``rewind_0``) beats the re-initialised mask
+    (``reinit``) by at least ``margin`` at the small learning rate, and at the large one by less
+    than ``margin`` and at most ``factor`` times the small-rate gap.
+
+    Claim (Frankle & Carbin 2019, arXiv 1803.03635 §5; Liu et al., arXiv 1810.05270; the seed of
+    Renda et al. 2020, arXiv 2003.02389): the winning property of rewinding to θ0 shows when
+    training is short of converged (small rate) and vanishes at a larger, better-tuned rate.
+    Tables: :func:`toolkit.pruning.retraining_modes`. Measured on the toy preset (seeds 0–2):
+    small-rate gaps 0.235, 0.124, 0.254; large-rate gaps 0.031, 0.023, 0.011. The control (two
+    small-rate runs with different seeds as "small" and "large") keeps a large gap and fails.
+    """
+    small, large = _final_modes(table_small, metric), _final_modes(table_large, metric)
+    gap_small = float(small["rewind_0"] - small["reinit"])
+    gap_large = float(large["rewind_0"] - large["reinit"])
+    passed = gap_small >= margin and gap_large < margin and gap_large <= factor * gap_small
+    return Verdict(passed, {"gap_small": gap_small, "gap_large": gap_large, "margin": margin,
+                            "factor": factor})
+
+
+def retraining_matches_ticket(table: pd.DataFrame, *, modes: Sequence[str] = ("finetune",
+                                                                            "lr_rewind"),
+                              tol: float = 0.015, metric: str = "test_acc") -> Verdict:
+    """At the last pruning round each of ``modes`` reaches the ticket's (``rewind_0``) accuracy
+    within ``tol`` or beats it.
+
+    Claim (Renda et al. 2020, arXiv 2003.02389, at the large learning rate): retraining the
+    trained survivors, with learning-rate rewinding (and here also fine-tuning at a small rate,
+    0.1 × the peak rate), does as well as the rewound ticket at equal retraining epochs.
+    ``tol = 0.015`` (7 of 450 test digits). Measured (seeds 0–2, lr 0.5): lr_rewind − ticket
+    +0.024, −0.003, +0.016; fine-tuning at 0.1 × lr −ticket +0.011, −0.009, +0.005. Renda et al.
+    find fine-tuning at the schedule's *final* rate worse than rewinding; so do we (0.01 × lr:
+    −0.087, −0.069, −0.035), the negative control.
+    """
+    last = _final_modes(table, metric)
+    diffs = {m: float(last[m] - last["rewind_0"]) for m in modes}
+    passed = all(d >= -tol for d in diffs.values())
+    return Verdict(passed, {**{f"{m}_minus_ticket": d for m, d in diffs.items()}, "tol": tol})
+
+
+# ------------------------------------- notebook 08: sparsifiers at equal sparsity (Yao et al.)
+
+
+def beats_at_every_sparsity(sweep: pd.DataFrame, winner: str, loser: str, *,
+                            metric: str = "operator", higher_is_better: bool = False,
+                            amounts: Iterable[float] | None = None) -> Verdict:
+    """Method ``winner`` is strictly better than ``loser`` on ``metric`` at every pruned amount of
+    a :func:`toolkit.pruning.sparsity_sweep` (``amount > 0``, or the listed ``amounts``).
+
+    Used for the comparisons of notebook 08 §4 (Yao, Yu & Koutis, arXiv 2307.08982: a sparsifier
+    that keeps the spectrum). Measured on the toy preset at amounts 0.5, 0.8, 0.9 (seeds 0–2):
+    ``l1_sampling`` has a lower operator-norm error than ``l2_sampling`` in all 9 cases
+    (0.45–2.2 vs 0.80–4.2) and a higher accuracy than ``random`` in all 9; ``magnitude`` beats
+    ``l1_sampling`` on operator error, top-subspace angle and accuracy in all 9. Controls: the
+    same pairs swapped, and ``l1_sampling`` vs ``random`` on the operator error (random is lower
+    at 0.8 and 0.9) fail.
+    """
+    rows = sweep[sweep["amount"] > 0] if amounts is None else sweep[sweep["amount"].isin(
+        list(amounts))]
+    table = rows.pivot_table(index="amount", columns="method", values=metric)
+    diff = (table[winner] - table[loser]) * (1 if higher_is_better else -1)
+    passed = bool(len(diff) > 0 and (diff > 0).all())
+    return Verdict(passed, {"margins": {float(a): round(float(d), 4) for a, d in diff.items()},
+                            "metric": metric})

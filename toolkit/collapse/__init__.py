@@ -51,7 +51,9 @@ Layout (every public name is re-exported here, ``from toolkit.collapse import nc
   :class:`CollapseCallback`;
 * ``ufm`` -- the unconstrained-features model :func:`ufm`, :func:`ufm_mse_closed_form`;
 * ``supcon`` -- :func:`supcon_loss`, :class:`SupConLoss` (train with ``toolkit.train.fit``),
-  :func:`ufm_supcon` (the loss on free embeddings, Kini et al.'s setting).
+  :func:`ufm_supcon` (the loss on free embeddings, Kini et al.'s setting);
+* ``sampler`` -- :class:`BatchBindingSampler`, Kini et al.'s batch-binding for mini-batch SCL
+  (``toolkit.train.fit(..., batch_sampler=...)``).
 
 Analysis only: nothing here plots or prints (see ``toolkit.plotting.collapse``).
 """
@@ -73,6 +75,7 @@ from .metrics import (
                       simplex_etf,
                       terminal_phase,
 )
+from .sampler import BatchBindingSampler
 from .supcon import SupConLoss, SupConUFMResult, supcon_loss, ufm_supcon
 from .ufm import UFMResult, ufm, ufm_mse_closed_form
 
@@ -99,4 +102,5 @@ __all__ = [
     "SupConLoss",
     "SupConUFMResult",
     "ufm_supcon",
+    "BatchBindingSampler",
 ]

@@ -8,7 +8,8 @@ import importlib
 
 from .base import axes_or_new, learning_curves, new_figure, set_theme
 
-_TOPICS = ("ntk", "landscape", "hessian", "collapse", "spectra", "pruning", "base")
+_TOPICS = ("ntk", "landscape", "hessian", "collapse", "spectra", "pruning", "features", "curvature",
+           "base")
 
 __all__ = ["axes_or_new", "learning_curves", "new_figure", "set_theme", *_TOPICS]
 

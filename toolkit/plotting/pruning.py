@@ -16,7 +16,8 @@ from torch import nn
 from .. import spectra as tk_spectra
 from .base import axes_or_new, new_figure
 
-__all__ = ["singular_values_plot", "pruning_curves", "alpha_curves", "lottery_plot"]
+__all__ = ["singular_values_plot", "pruning_curves", "alpha_curves", "lottery_plot",
+           "norms_and_gap", "retraining_plot"]
 
 
 def singular_values_plot(weight, pruned: Mapping[str, torch.Tensor], *, ax: Axes | None = None,
@@ -118,5 +119,63 @@ def lottery_plot(results: Mapping[str, pd.DataFrame], *, metric: str = "") -> Fi
         ax.set(xscale="log", xlabel="fraction of weights remaining", title=label)
         ax.invert_xaxis()
     axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize="x-small")
+    return fig
+
+
+def norms_and_gap(frame: pd.DataFrame, x: str, *, norms=("path_norm_1", "path_norm_2",
+                                                       "operator_product"),
+                  gap: str = "gap", xlabel: str | None = None, ax: Axes | None = None):
+    """Capacity measures (log scale, each divided by its first value so they share an axis) and
+    the generalisation gap (right axis) against ``x`` (epoch or sparsity)."""
+    if ax is None:
+        fig, ax = new_figure(width=4.8, height=3.4)
+    else:
+        fig = ax.figure
+    for name in norms:
+        values = frame[name].to_numpy(dtype=float)
+        ax.plot(frame[x], values / values[0], marker="o", ms=3, label=name.replace("_", " "))
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel("value / first value")
+    right = ax.twinx()
+    right.plot(frame[x], frame[gap], color="black", ls="--", marker="s", ms=3,
+               label="train - test acc")
+    right.set_ylabel("generalisation gap (acc)")
+    right.grid(False)
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="best")
+    return fig
+
+
+_MODE_LABELS = {"rewind_0": "ticket (rewind to θ0)", "rewind_k": "rewind to θk",
+                "reinit": "same mask, re-initialised", "finetune": "fine-tune (small lr)",
+                "lr_rewind": "learning-rate rewinding"}
+_MODE_STYLE = {"rewind_0": ("C0", "o", "-"), "rewind_k": ("C1", "^", "-"),
+               "reinit": ("C3", "s", "--"), "finetune": ("C2", "v", ":"),
+               "lr_rewind": ("C4", "D", "-.")}
+
+
+def retraining_plot(tables: Mapping[str, pd.DataFrame], *, metric: str = "test_acc") -> Figure:
+    """Test accuracy against the fraction of weights remaining (log axis, thinning to the right),
+    one line per retraining mode of :func:`toolkit.pruning.retraining_modes`, one panel per entry
+    of ``tables`` (label → its DataFrame, e.g. one per learning rate), shared y-axis; the dense
+    accuracy dotted."""
+    if not tables:
+        raise ValueError("tables is empty: pass e.g. {'lr 0.5': retraining_modes(...)}.")
+    fig, axes = new_figure(len(tables), width=4.6, height=3.6, sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, (label, table) in zip(axes, tables.items()):
+        dense = table[table["mode"] == "dense"]
+        for mode, grp in table[table["mode"] != "dense"].groupby("mode", sort=False):
+            grp = pd.concat([dense, grp]).sort_values("round")
+            color, marker, ls = _MODE_STYLE.get(mode, (None, "o", "-"))
+            ax.plot(1 - grp["sparsity"], grp[metric], color=color, marker=marker, ls=ls, ms=4,
+                    label=_MODE_LABELS.get(mode, mode))
+        ax.axhline(float(dense[metric].iloc[0]), color="0.5", linestyle=":", label="dense")
+        ax.set(xscale="log", xlabel="fraction of weights remaining", title=label)
+        ax.invert_xaxis()
+    axes[0].set_ylabel(metric.replace("_", " "))
     axes[0].legend(fontsize="x-small")
     return fig

@@ -2,7 +2,8 @@
 
 :class:`Panel` (``widgets.panel``) wires sliders to a drawing function and keeps a static figure
 when run headless. Each topic's slider panels live in their own module
-(``toolkit.widgets.tour``, ``.ntk``, ``.landscape``, ``.collapse``, ``.pruning``), imported on
+(``toolkit.widgets.tour``, ``.ntk``, ``.landscape``, ``.collapse``, ``.pruning``,
+``.features``, ``.curvature``), imported on
 first use. Widgets import from the analysis modules and from :mod:`toolkit.plotting`; nothing
 imports from widgets except notebooks.
 """
@@ -11,7 +12,7 @@ import importlib
 
 from .panel import Panel, panel
 
-_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning")
+_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning", "features", "curvature")
 
 __all__ = ["Panel", "panel", *_TOPICS]
 

@@ -1,4 +1,5 @@
-"""Slider panels for neural collapse (notebook 03): watch the features collapse epoch by epoch."""
+"""Slider panels for neural collapse: watch the features collapse epoch by epoch (notebook 03);
+random vs bound SCL mini-batches at a chosen batch size (notebook 07)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..plotting import collapse as nc_plots
 from ..plotting.base import set_theme
 from .panel import panel
 
-__all__ = ["epoch_panel"]
+__all__ = ["epoch_panel", "binding_panel"]
 
 
 def epoch_panel(snapshots: Sequence[dict], history: pd.DataFrame | None = None, *,
@@ -50,3 +51,51 @@ def epoch_panel(snapshots: Sequence[dict], history: pd.DataFrame | None = None, 
     slider = widgets.IntSlider(value=epochs[-1], min=epochs[0], max=epochs[-1], step=step,
                                description="epoch")
     return panel(draw, figsize=(9, 4), epoch=slider)
+
+
+def binding_panel(labels, *, dim: int, epochs: int, lr: float, temperature: float = 1.0,
+                  optimizer: str = "adam", batch_size: int = 8, seed: int = 0,
+                  device="cpu", step: int = 4, max_batch: int = 32):
+    """A batch-size slider (notebook 07): for each value, train free embeddings (one trainable
+    vector per sample, then a ReLU, non-negative start) with SCL on random and on bound
+    mini-batches (:class:`toolkit.collapse.BatchBindingSampler`, same seed, same epochs) and redraw
+    the two class-mean cosine heatmaps side by side (identity = orthogonal frame). Each redraw
+    trains two small runs (about a second each at the toy preset)."""
+    import torch
+    from torch import nn
+
+    from .. import collapse as tk_collapse
+    from ..train import fit
+
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    indices = torch.arange(len(labels))
+    n = len(labels)
+
+    def geometry(size: int, bind: bool):
+        torch.manual_seed(seed)
+        embeddings = nn.Embedding(n, dim)
+        with torch.no_grad():
+            embeddings.weight.abs_()
+        model = nn.Sequential(embeddings, nn.ReLU())
+        sampler = tk_collapse.BatchBindingSampler(labels, size, bind=bind, seed=seed)
+        fit(model, (indices, labels), loss=tk_collapse.supcon_loss, metrics=("loss",),
+            loss_kwargs={"temperature": temperature}, optimizer=optimizer, lr=lr,
+            epochs=epochs, batch_sampler=sampler, device=device, seed=seed, progress=False)
+        with torch.no_grad():
+            feats = model(indices.to(next(model.parameters()).device)).cpu()
+        return tk_collapse.mean_geometry(feats, labels, normalize=True)
+
+    def draw(fig, batch_size: int):
+        size = int(batch_size)
+        axes = fig.subplots(1, 2)
+        for ax, bind in zip(axes, (False, True)):
+            geo = geometry(size, bind)
+            name = "bound batches" if bind else "random batches"
+            nc_plots.cosine_heatmap(geo, ax=ax, title=f"{name} of {size}: max |cos| "
+                                                      f"{geo.as_dict()['max_abs_cos']:.2f}")
+
+    set_theme()
+    top = min(n, max_batch)
+    slider = widgets.IntSlider(value=min(batch_size, top), min=min(step, top), max=top, step=step,
+                               description="batch size")
+    return panel(draw, figsize=(8, 3.8), batch_size=slider)

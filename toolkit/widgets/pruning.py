@@ -1,4 +1,5 @@
-"""The pruning slider panel: prune a copy of a model and watch its spectrum and accuracy."""
+"""Pruning slider panels: prune a copy of a model and watch its spectrum and accuracy (notebook
+04); its path-norms and operator-norm product (notebook 08)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ..plotting.spectra import esd_plot
 from ..train import evaluate
 from .panel import Panel, panel
 
-__all__ = ["sparsity_panel"]
+__all__ = ["sparsity_panel", "path_norm_panel"]
 
 
 def sparsity_panel(model: nn.Module, data, *, layer: str, sweep: pd.DataFrame | None = None,
@@ -63,3 +64,44 @@ def sparsity_panel(model: nn.Module, data, *, layer: str, sweep: pd.DataFrame | 
                                      description="sparsity"),
         method=widgets.Dropdown(options=methods, value=methods[0], description="method"),
     )
+
+
+def path_norm_panel(model: nn.Module, train_data, test_data, *, input_shape: tuple[int, ...],
+                    exclude: Iterable[str] = ("head",), scope: str = "layer",
+                    sparsity: float = 0.5, max_sparsity: float = 0.95) -> Panel:
+    """A sparsity slider (notebook 08): magnitude-prune a copy of ``model`` and redraw (1) its
+    :math:`L^1`, :math:`L^2` path-norms and product of layer operator norms, each divided by the
+    dense model's value (bars, log axis), and (2) train and test accuracy of the pruned copy next
+    to the dense ones. Cheap: one pruning, two path-norm passes, two evaluations per redraw."""
+    dense = tk_spectra.PathNormCallback(input_shape)(0, model, [])
+    dense_acc = (evaluate(model, train_data)["acc"], evaluate(model, test_data)["acc"])
+    names = list(dense)
+
+    def draw(fig: Figure, sparsity: float) -> None:
+        pruned = tk_pruning.prune(copy.deepcopy(model), method="magnitude", amount=sparsity,
+                                  scope=scope, exclude=exclude)
+        now = tk_spectra.PathNormCallback(input_shape)(0, pruned, [])
+        acc = (evaluate(pruned, train_data)["acc"], evaluate(pruned, test_data)["acc"])
+        ax_norm, ax_acc = fig.subplots(1, 2)
+        ratios = [now[k] / dense[k] for k in names]
+        ax_norm.bar(range(len(names)), ratios, color=["C0", "C1", "C2"][:len(names)])
+        ax_norm.axhline(1.0, color="0.5", linestyle=":")
+        ax_norm.set_xticks(range(len(names)))
+        ax_norm.set_xticklabels([k.replace("_", " ") for k in names], fontsize=8)
+        ax_norm.set(yscale="log", ylabel="pruned / dense",
+                    ylim=(0.5 * min(min(ratios), 1.0), 2.0 * max(max(ratios), 1.0)),
+                    title=f"magnitude pruning {sparsity:.0%}: capacity terms")
+        for i, r in enumerate(ratios):
+            ax_norm.text(i, r, f"{r:.2g}", ha="center", va="bottom", fontsize=8)
+        x = [0, 1]
+        ax_acc.bar([i - 0.2 for i in x], dense_acc, width=0.4, color="0.6", label="dense")
+        ax_acc.bar([i + 0.2 for i in x], acc, width=0.4, color="C3", label=f"{sparsity:.0%} pruned")
+        ax_acc.set_xticks(x)
+        ax_acc.set_xticklabels(["train", "test"])
+        ax_acc.set(ylim=(0, 1.05), ylabel="accuracy",
+                   title=f"gap {acc[0] - acc[1]:+.3f} (dense {dense_acc[0] - dense_acc[1]:+.3f})")
+        ax_acc.legend(fontsize="x-small", loc="lower right")
+
+    return panel(draw, figsize=(9, 3.6),
+                 sparsity=widgets.FloatSlider(value=sparsity, min=0.0, max=max_sparsity, step=0.05,
+                                              description="sparsity"))

@@ -1,0 +1,183 @@
+"""Anchor: ``toolkit.hessian`` against PyHessian 0.1 (Yao et al. 2020, arXiv 1912.07145), same
+process, same weights and data, same thread count, interleaved rounds.
+
+Problem (issue 16): digits (1,347 training images), MLP 64-256-256-10 (85,002 parameters) after
+20 epochs of SGD, full-batch cross-entropy. Jobs, each timed from construction (PyHessian builds
+its gradient graph in ``hessian(...)``, ours in ``HessianOperator``):
+
+1. one Hessian-vector product (PyHessian's ``hessian_vector_product`` through its graph; ours
+   through the kept graph, and the streaming path for reference);
+2. top eigenvalue at tol 1e-3 (PyHessian: power iteration, relative change < tol; ours: Lanczos);
+   accuracy against Lanczos at tol 1e-10;
+3. trace: PyHessian's Hutchinson (stops at relative change < 1e-3, at most 100 products) and ours
+   with the same number of products;
+4. density: SLQ with 1 vector and 40 Lanczos steps each. PyHessian 0.1 calls ``torch.eig``,
+   removed from torch 2.x: the script gives it a shim (``torch.linalg.eigh`` of the symmetric
+   tridiagonal) so that it runs. Agreement: extreme Ritz values and the trace estimate n·Σ τθ.
+
+HVPs are counted by wrapping PyHessian's ``hessian_vector_product``. Run (``make bench-anchors``
+does): ``build/anchors/torch/bin/python benchmarks/anchors/hessian_vs_pyhessian.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import resource
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from _common import hardware, interleaved, ratio_row, table
+
+from toolkit import data, hessian, models, train
+from toolkit.hessian import _graph as _hessian_graph
+
+ph = importlib.import_module("pyhessian.hessian")  # the module (the package exports a class)
+_count = [0]
+_hvp = ph.hessian_vector_product
+
+
+def _counted(*a, **k):
+    _count[0] += 1
+    return _hvp(*a, **k)
+
+
+ph.hessian_vector_product = _counted
+
+
+def _eig_shim(t, eigenvectors=True):  # torch.eig (removed in torch 2) for PyHessian's SLQ
+    w, v = torch.linalg.eigh(t)
+    return torch.stack([w, torch.zeros_like(w)], 1), v
+
+
+torch.eig = _eig_shim
+
+
+def pyhessian_for(model, x, y):
+    model.zero_grad(set_to_none=True)  # PyHessian accumulates into .grad: start clean each time
+    return ph.hessian(model, F.cross_entropy, data=(x, y), cuda=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {hardware()}")
+    train_set, _ = data.load_digits(seed=0)
+    x, y = train_set.tensors
+    torch.manual_seed(0)
+    model = models.MLP(64, [256, 256], 10)
+    train.fit(model, train_set, epochs=20, batch_size=64, lr=0.05, progress=False, seed=0)
+    model.eval()
+    n_params = models.count_parameters(model)
+    ce = F.cross_entropy
+
+    # 1. one product (construction excluded: the graph is built once per operator)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    op = hessian.HessianOperator(model, ce, (x, y))
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    est = _hessian_graph.graph_bytes(op, op._batches)
+    stream = hessian.HessianOperator(model, ce, (x, y), graph_budget=0)
+    anchor = pyhessian_for(model, x, y)
+    v = torch.randn(n_params, generator=torch.Generator().manual_seed(1))
+    vl = list(op.unflatten(v).values())
+    jobs = {"PyHessian": lambda: torch.cat([h.reshape(-1) for h in
+                                            ph.hessian_vector_product(anchor.gradsH,
+                                                                      anchor.params, vl)]),
+            "ours (graph)": lambda: op.matvec(v), "ours (streaming)": lambda: stream.matvec(v)}
+    times, res = interleaved(jobs, 5 * args.rounds)
+    ref = res["ours (streaming)"]
+    rows = []
+    for name in jobs:
+        a, b, r = ratio_row(times, "PyHessian", name)
+        rel = float((res[name] - ref).norm() / ref.norm())
+        rows.append((name, f"{b:.1f}", f"{r:.2f}x", f"{rel:.1e}"))
+    table(f"One HVP, MLP 64-256-256-10 ({n_params} params), N={len(x)}",
+          ["implementation", "best ms", "PyHessian/ours (median paired)", "rel. diff vs streaming"],
+          rows)
+    print(f"graph estimate {est / 2**20:.0f} MiB (budget {_hessian_graph.DEFAULT_BUDGET_BYTES >> 20}"
+          f" MiB); peak RSS grew {(rss1 - rss0) / 1024:.0f} MiB building it")
+
+    # 2. top eigenvalue
+    lam_ref = float(hessian.top_eigenvalues(model, ce, (x, y), tol=1e-10,
+                                            max_iter=3000).eigenvalues[0])
+    counts = {}
+
+    def anchor_top():
+        _count[0] = 0
+        vals, _ = pyhessian_for(model, x, y).eigenvalues(maxIter=100, tol=1e-3)
+        counts["PyHessian"] = _count[0]
+        return vals[0]
+
+    def ours_top(tol):
+        r = hessian.top_eigenvalues(model, ce, (x, y), tol=tol)
+        counts[f"ours tol={tol:g}"] = r.n_hvp
+        return float(r.eigenvalues[0])
+
+    jobs = {"PyHessian": anchor_top, "ours tol=0.001": lambda: ours_top(1e-3),
+            "ours tol=0.01": lambda: ours_top(1e-2)}
+    times, res = interleaved(jobs, args.rounds)
+    rows = []
+    for name in jobs:
+        a, b, r = ratio_row(times, "PyHessian", name)
+        rows.append((name, f"{b:.0f}", f"{r:.2f}x", counts[name],
+                     f"{1e3 * min(times[name]) / counts[name]:.1f}",
+                     f"{res[name]:.5f}", f"{abs(res[name] - lam_ref) / lam_ref:.1e}"))
+    table(f"Top eigenvalue (reference {lam_ref:.5f}, Lanczos tol 1e-10)",
+          ["implementation", "best ms", "PyHessian/ours", "HVPs", "ms/HVP (incl. setup)",
+           "λ_max", "rel. error"], rows)
+
+    # 3. trace at the same number of products
+    samples = pyhessian_for(model, x, y).trace(maxIter=100, tol=1e-3)
+    n_tr = len(samples)
+
+    def anchor_trace():
+        s = pyhessian_for(model, x, y).trace(maxIter=n_tr, tol=0.0)
+        return float(np.mean(s)), float(np.std(s, ddof=1) / np.sqrt(len(s)))
+
+    def ours_trace(method):
+        r = hessian.trace(model, ce, (x, y), n_samples=n_tr, method=method, progress=False)
+        return r.trace, r.stderr
+
+    jobs = {"PyHessian": anchor_trace, "ours hutchinson": lambda: ours_trace("hutchinson"),
+            "ours hutch++": lambda: ours_trace("hutch++")}
+    times, res = interleaved(jobs, args.rounds)
+    rows = []
+    for name in jobs:
+        a, b, r = ratio_row(times, "PyHessian", name)
+        t, se = res[name]
+        rows.append((name, f"{b:.0f}", f"{r:.2f}x", n_tr, f"{t:.2f} ± {se:.2f}"))
+    table(f"Trace, {n_tr} products (PyHessian's own stopping count at tol 1e-3)",
+          ["implementation", "best ms", "PyHessian/ours", "HVPs", "estimate ± s.e."], rows)
+
+    # 4. density
+    steps = 40
+
+    def anchor_density():
+        torch.manual_seed(0)
+        nodes, weights = pyhessian_for(model, x, y).density(iter=steps, n_v=1)
+        t, w = np.asarray(nodes[0]), np.asarray(weights[0])
+        return t.min(), t.max(), n_params * float(np.sum(w * t))
+
+    def ours_density():
+        r = hessian.spectral_density(model, ce, (x, y), n_vectors=1, steps=steps, progress=False)
+        return r.nodes[0].min(), r.nodes[0].max(), r.trace_estimate
+
+    jobs = {"PyHessian": anchor_density, "ours": ours_density}
+    times, res = interleaved(jobs, args.rounds)
+    rows = []
+    for name in jobs:
+        a, b, r = ratio_row(times, "PyHessian", name)
+        lo, hi, tr = res[name]
+        rows.append((name, f"{b:.0f}", f"{r:.2f}x", steps,
+                     f"{lo:.4f}", f"{hi:.4f}", f"{tr:.1f}"))
+    table(f"Spectral density (SLQ), 1 vector, {steps} Lanczos steps",
+          ["implementation", "best ms", "PyHessian/ours", "HVPs", "min Ritz", "max Ritz",
+           "trace estimate"], rows)
+
+
+if __name__ == "__main__":
+    main()
