@@ -264,3 +264,19 @@ def test_tiny_cnn_shapes_and_linearity():
         assert _torch.allclose(net(2 * x - x[:1]), 2 * net(x) - net(x[:1]), atol=1e-5)
     with pytest.raises(ValueError, match="readout"):
         TinyCNN(readout="max")
+
+
+def test_scaled_linear_layers_share_one_rule_for_what_they_apply():
+    # NTKLinear and MuPLinear apply weight_scale * weight and bias_scale * bias (ScaledLinear), and
+    # applied_weights reads that back for any Linear layer
+    torch.manual_seed(0)
+    x = torch.randn(5, 16)
+    layers = [models.NTKLinear(16, 8, sigma_b=0.5),
+              models.MuPLinear(16, 8, in_infinite=True, out_infinite=True, base_width=4, sigma_b=0.5),
+              torch.nn.Linear(16, 8)]
+    for layer in layers:
+        w, b = models.applied_weights(layer)
+        torch.testing.assert_close(layer(x), x @ w.T + b)
+        assert not w.requires_grad
+    w, b = models.applied_weights(torch.nn.Linear(16, 8, bias=False))
+    assert b is None and w.shape == (8, 16)

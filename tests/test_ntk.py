@@ -746,3 +746,13 @@ def test_to_relu_is_exact_where_required_margin_says_and_not_beyond(widths):
     with torch.no_grad():
         err = (ntk.to_relu(gated, x_fit, margin=2.0)(x_new) - out).abs().amax(1)
     assert (err[required > 2.0] > 1e-6).any()
+
+
+def test_structured_path_covers_mup_layers():
+    # MuPLinear is a ScaledLinear: the structured engine reads its scales, and agrees with Jacobians
+    torch.manual_seed(0)
+    net = models.MLP(4, [32, 32], 3, parameterization="mup", base_width=8).double()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    assert ntk.structured_coverage(net, x) == 1.0
+    torch.testing.assert_close(ntk.empirical_ntk(net, x, method="structured", mode="full"),
+                               ntk.empirical_ntk(net, x, method="jacobian", mode="full"))

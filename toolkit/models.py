@@ -16,8 +16,8 @@ from torch import nn
 
 from ._checks import check_choice
 
-__all__ = ["Erf", "ACTIVATIONS", "make_activation", "NTKLinear", "MuPLinear", "MLP", "MLP_NORMS",
-           "MLP_PARAMETERIZATIONS", "ToImage",
+__all__ = ["Erf", "ACTIVATIONS", "make_activation", "ScaledLinear", "applied_weights", "NTKLinear",
+           "MuPLinear", "MLP", "MLP_NORMS", "MLP_PARAMETERIZATIONS", "ToImage",
            "SmallCNN", "TinyCNN", "BasicBlock", "ResNet18", "ResidualBlock", "ResNetMini", "DeepLinear",
            "penultimate", "count_parameters", "MODELS", "build"]
 
@@ -47,28 +47,18 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class NTKLinear(nn.Linear):
-    r"""Dense layer in the NTK parameterisation (Jacot et al. 2018, arXiv 1806.07572).
+class ScaledLinear(nn.Linear):
+    r"""A dense layer that applies scalar multiples of its trainable tensors,
+    :math:`z = s_w W x + s_b b`, with the scales in ``weight_scale`` and ``bias_scale``.
 
-    .. math:: z = \frac{\sigma_w}{\sqrt{n_{in}}} W x + \sigma_b b, \qquad W_{ij}, b_i \sim N(0, 1)
-
-    as neural-tangents' ``stax.Dense(W_std=sigma_w, b_std=sigma_b, parameterization="ntk")``.
-    The scales live in ``weight_scale`` and ``bias_scale``; the trainable tensors are the unit
-    Gaussians, so gradient descent on them is the NTK-parameterised dynamics. A subclass of
+    The parameterisations that change training dynamics without changing the function class (NTK,
+    μP) are such layers; subclasses set the scales and the initialisation. A subclass of
     ``nn.Linear``, so pruning, spectra and feature hooks treat it like any Linear layer (they see the
-    raw ``weight``; the effective weight is ``weight_scale * weight``).
+    raw ``weight``; :meth:`effective_weight` is what the layer applies).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 sigma_w: float = 2**0.5, sigma_b: float = 0.0):
-        self.weight_scale = sigma_w / math.sqrt(in_features)
-        self.bias_scale = sigma_b
-        super().__init__(in_features, out_features, bias=bias)
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight)
-        if self.bias is not None:
-            nn.init.normal_(self.bias)
+    weight_scale: float  # set by the subclass before nn.Linear.__init__
+    bias_scale: float
 
     def effective_weight(self) -> torch.Tensor:
         """The matrix the layer applies, ``weight_scale * weight`` (differentiable)."""
@@ -86,6 +76,38 @@ class NTKLinear(nn.Linear):
                 + f", weight_scale={self.weight_scale:.4g}, bias_scale={self.bias_scale:.4g}")
 
 
+def applied_weights(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (weight, bias) a Linear layer applies, detached: ``forward(x) = x Wᵀ + b``
+    (:class:`ScaledLinear` scales its raw tensors; bias ``None`` when the layer has none)."""
+    if isinstance(layer, ScaledLinear):
+        weight, bias = layer.effective_weight(), layer.effective_bias()
+    else:
+        weight, bias = layer.weight, layer.bias
+    return weight.detach(), None if bias is None else bias.detach()
+
+
+class NTKLinear(ScaledLinear):
+    r"""Dense layer in the NTK parameterisation (Jacot et al. 2018, arXiv 1806.07572).
+
+    .. math:: z = \frac{\sigma_w}{\sqrt{n_{in}}} W x + \sigma_b b, \qquad W_{ij}, b_i \sim N(0, 1)
+
+    as neural-tangents' ``stax.Dense(W_std=sigma_w, b_std=sigma_b, parameterization="ntk")``.
+    The scales live in ``weight_scale`` and ``bias_scale``; the trainable tensors are the unit
+    Gaussians, so gradient descent on them is the NTK-parameterised dynamics.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 sigma_w: float = 2**0.5, sigma_b: float = 0.0):
+        self.weight_scale = sigma_w / math.sqrt(in_features)
+        self.bias_scale = sigma_b
+        super().__init__(in_features, out_features, bias=bias)
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight)
+        if self.bias is not None:
+            nn.init.normal_(self.bias)
+
+
 def _standard_linear(n_in: int, n_out: int, bias: bool, sigma_w: float,
                      sigma_b: float) -> nn.Linear:
     """Standard parameterisation with the same initial distribution as NTKLinear:
@@ -98,7 +120,7 @@ def _standard_linear(n_in: int, n_out: int, bias: bool, sigma_w: float,
     return layer
 
 
-class MuPLinear(nn.Linear):
+class MuPLinear(ScaledLinear):
     r"""Dense layer in the maximal-update parameterisation μP for SGD (Yang & Hu 2021, arXiv
     2011.14522; μTransfer, Yang et al. 2022, arXiv 2203.03466), written with multipliers so that
     **one global SGD learning rate** gives every layer its μP update size.
@@ -147,21 +169,6 @@ class MuPLinear(nn.Linear):
             self.weight.normal_(0.0, self.effective_std / self.weight_scale)
             if self.bias is not None:
                 self.bias.normal_(0.0, 1.0).mul_(self.sigma_b / self.bias_scale)
-
-    def effective_weight(self) -> torch.Tensor:
-        """The matrix the layer applies, ``weight_scale * weight`` (differentiable)."""
-        return self.weight_scale * self.weight
-
-    def effective_bias(self) -> torch.Tensor | None:
-        """The bias the layer adds, ``bias_scale * bias`` (``None`` without a bias)."""
-        return None if self.bias is None else self.bias_scale * self.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight(), self.effective_bias())
-
-    def extra_repr(self) -> str:
-        return (super().extra_repr()
-                + f", weight_scale={self.weight_scale:.4g}, bias_scale={self.bias_scale:.4g}")
 
 
 MLP_PARAMETERIZATIONS = ("standard", "ntk", "mup")

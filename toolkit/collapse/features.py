@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import distributed as dist_utils
+from ..models import applied_weights
 from ..utils import InputCapture, as_tensors, atomic_save, eval_mode, iterate_batches, model_device
 from ._base import CollapseMetrics, check_global_mean
 from .accumulator import CollapseAccumulator
@@ -144,7 +145,7 @@ def _streaming_accumulator(model, data, *, layer, n_classes, global_mean, batch_
         n_classes = target.out_features
     weight = bias = None
     if linear and target.out_features == n_classes:
-        weight, bias = _effective_weight(target)
+        weight, bias = applied_weights(target)
     acc = CollapseAccumulator(n_classes, weight=weight, bias=bias, global_mean=global_mean,
                               device=device)
     with InputCapture({"h": target}) as cap, eval_mode(model):
@@ -163,15 +164,6 @@ def _streaming_accumulator(model, data, *, layer, n_classes, global_mean, batch_
         if sharded:
             acc.reduce_(dist_utils.all_reduce_sum)
     return acc
-
-
-def _effective_weight(layer: nn.Linear) -> tuple[Tensor, Tensor | None]:
-    """The (weight, bias) the layer applies: NTKLinear (toolkit.models) scales its raw tensors."""
-    if hasattr(layer, "effective_weight"):
-        weight, bias = layer.effective_weight(), layer.effective_bias()
-    else:
-        weight, bias = layer.weight, layer.bias
-    return weight.detach(), None if bias is None else bias.detach()
 
 
 class CollapseCallback:

@@ -2,7 +2,7 @@ r"""What the NTK methods share: the model as a pure function of its trainable pa
 
 :class:`_Context` holds the trainable parameters (a dict for ``torch.func``), the output size and
 the structured layer plan of one kernel computation; Jacobian contractions and the kernel
-flattening used by several modules live here once, as does the one reading of ``NTKLinear``'s
+flattening used by several modules live here once, as does the one reading of ``ScaledLinear``'s
 scaling (:func:`_linear_scales`, :func:`_affine`). Private: nothing here is public API.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
 
-from toolkit.models import NTKLinear
+from toolkit.models import ScaledLinear, applied_weights
 
 __all__: list[str] = []
 
@@ -58,25 +58,20 @@ class _Context:
 def _linear_scales(module: nn.Module) -> tuple[float, float] | None:
     """Scalars (s_w, s_b) with ``forward(x) = F.linear(x, s_w W, s_b b)``, or None if unknown.
 
-    The structured engine needs NTKLinear's scaling as scalars (it multiplies Gram products, not
-    matrices); a subclass that overrides ``forward`` is unknown, so it goes to the generic path.
+    The structured engine needs a ScaledLinear's (NTK, μP) scaling as scalars (it multiplies Gram
+    products, not matrices); a subclass that overrides ``forward`` is unknown, so it goes to the generic path.
     """
     if type(module).forward is nn.Linear.forward:
         return 1.0, 1.0
-    if isinstance(module, NTKLinear) and type(module).forward is NTKLinear.forward:
+    if isinstance(module, ScaledLinear) and type(module).forward is ScaledLinear.forward:
         return float(module.weight_scale), float(module.bias_scale)
     return None
 
 
 def _affine(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """Effective (W, b) of a Linear/NTKLinear, detached: forward(x) = x W^T + b."""
-    if isinstance(layer, NTKLinear):
-        w, b = layer.effective_weight(), layer.effective_bias()
-    else:
-        w, b = layer.weight, layer.bias
-    w = w.detach()
-    b = torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b.detach()
-    return w, b
+    """Effective (W, b) of a Linear layer, detached, with a zero bias where it has none."""
+    w, b = applied_weights(layer)
+    return w, torch.zeros(w.shape[0], dtype=w.dtype, device=w.device) if b is None else b
 
 
 def _contract(j1: torch.Tensor, j2: torch.Tensor, mode: str) -> torch.Tensor:
