@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
+from ._lanczos import lanczos_steps
 from .operator import HessianOperator
 
 __all__ = ["lanczos", "SpectralDensity", "spectral_density"]
@@ -24,25 +25,13 @@ def lanczos(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor,
     r"""``steps`` Lanczos iterations from v0 with full re-orthogonalisation.
 
     Returns the diagonal α (length m) and off-diagonal β (length m−1) of the tridiagonal
-    T = Vᵀ H V, V the orthonormal Krylov basis. Stops early (m < steps) when the Krylov space
-    becomes invariant. Orthogonalisation runs twice per step ("twice is enough"), which keeps
-    the Ritz values free of the ghost copies plain Lanczos produces in floating point.
+    T = Vᵀ H V, V the orthonormal Krylov basis (full reorthogonalisation, see
+    :func:`~toolkit.hessian._lanczos.lanczos_steps`). Stops early (m < steps) when the Krylov
+    space becomes invariant.
     """
-    v = v0 / v0.norm()
-    basis = [v]
-    alphas, betas = [], []
-    for j in range(steps):
-        w = matvec(basis[j])
-        alpha = float(torch.dot(w.double(), basis[j].double()))
-        alphas.append(alpha)
-        stack = torch.stack(basis, dim=1)
-        for _ in range(2):
-            w = w - stack @ (stack.T @ w)
-        beta = float(w.norm())
-        if j == steps - 1 or beta <= 1e-10 * max(abs(a) for a in alphas) + 1e-30:
+    for alphas, betas, beta, _ in lanczos_steps(matvec, v0, steps):  # noqa: B007 (read after)
+        if len(alphas) == steps or beta <= 1e-10 * max(abs(a) for a in alphas) + 1e-30:
             break
-        betas.append(beta)
-        basis.append(w / beta)
     return np.asarray(alphas), np.asarray(betas)
 
 

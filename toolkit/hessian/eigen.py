@@ -14,6 +14,7 @@ from torch import nn
 
 from .. import distributed as dist_utils
 from .._checks import check_choice, check_positive, check_positive_int
+from ._lanczos import lanczos_steps
 from .operator import HessianOperator, Params
 
 __all__ = ["Eigenpairs", "top_eigenvalues"]
@@ -71,8 +72,7 @@ def _smallest_eigs(op: HessianOperator, k: int, tol: float, max_steps: int,
     a residual of tol·λ_max, which an interior Ritz value inside the cluster meets long before the
     small restarted Krylov space has found the negative direction, so a positive value could be
     reported as converged where λ_min < 0. Here the Krylov space only grows, so the smallest Ritz
-    value decreases
-    monotonically towards λ_min, and the test is relative to the value itself,
+    value decreases monotonically towards λ_min, and the test is relative to the value itself,
 
     .. math:: β_m |s_{m,i}| ≤ \mathrm{tol}·\max(|θ_i|,\ \mathrm{tol}·\max_j|θ_j|),\quad i < k,
 
@@ -91,34 +91,26 @@ def _smallest_eigs(op: HessianOperator, k: int, tol: float, max_steps: int,
                       f"({fit * vector_bytes / 2**20:.0f} MiB) by the memory budget instead of "
                       f"{max_steps}; restrict params= to a block to go further.", stacklevel=3)
         max_steps = fit
-    basis: list[torch.Tensor] = [v0.to(op.dtype) / v0.norm()]
-    alphas, betas, previous, converged = [], [], None, False
-    theta = s = None
-    for m in range(1, max_steps + 1):
-        w = op.matvec(basis[-1])
-        alphas.append(float(torch.dot(w.double(), basis[-1].double())))
-        stack = torch.stack(basis, dim=1)
-        for _ in range(2):  # "twice is enough" keeps the basis orthogonal in floating point
-            w = w - stack @ (stack.T @ w)
-        beta = float(w.norm())
+    previous, converged, theta, s, basis = None, False, None, None, None
+    for alphas, betas, beta, basis in lanczos_steps(  # noqa: B007 (basis is read after the loop)
+            op.matvec, v0.to(op.dtype), max_steps):
+        m = len(alphas)
         exhausted = beta <= 1e-12 * max(abs(a) for a in alphas) + 1e-30
-        if m >= max(_SMALLEST_MIN_STEPS, 2 * k + 2) and m % _SMALLEST_CHECK_EVERY == 0 or (
-                exhausted or m == max_steps):
-            t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
-            theta, s = np.linalg.eigh(t)
-            bound = tol * np.maximum(np.abs(theta[:k]), tol * np.abs(theta).max())
-            residual = beta * np.abs(s[-1, :k])
-            stable = previous is not None and np.all(np.abs(theta[:k] - previous) <= bound)
-            previous = theta[:k].copy()
-            if exhausted or (np.all(residual <= bound) and stable):
-                converged = True
-                break
+        if not (m >= max(_SMALLEST_MIN_STEPS, 2 * k + 2) and m % _SMALLEST_CHECK_EVERY == 0
+                or exhausted or m == max_steps):
+            continue
+        t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        theta, s = np.linalg.eigh(t)
+        bound = tol * np.maximum(np.abs(theta[:k]), tol * np.abs(theta).max())
+        residual = beta * np.abs(s[-1, :k])
+        stable = previous is not None and np.all(np.abs(theta[:k] - previous) <= bound)
+        previous = theta[:k].copy()
+        if exhausted or (np.all(residual <= bound) and stable):
+            converged = True
+            break
         if m == max_steps:
             break
-        betas.append(beta)
-        basis.append(w / beta)
-    stack = torch.stack(basis, dim=1)
-    ritz = stack.double() @ torch.from_numpy(s[:, :k]).to(stack.device)
+    ritz = basis.double().T @ torch.from_numpy(s[:, :k]).to(basis.device)
     vals = theta[:k]
     if converged:  # validation: explicit residuals, immune to any loss of orthogonality
         bound = tol * np.maximum(np.abs(vals), tol * np.abs(theta).max())
