@@ -74,6 +74,7 @@ $(ANCHORS)/torch/.ok: | $(STAMP)
 bench-anchors: setup $(ANCHORS)/nt/.ok $(ANCHORS)/torch/.ok
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/anchors/ntk_vs_neural_tangents.py
 	OMP_NUM_THREADS=1 $(ANCHORS)/torch/bin/python benchmarks/anchors/hessian_vs_pyhessian.py
+	OMP_NUM_THREADS=1 $(ANCHORS)/torch/bin/python benchmarks/anchors/surface_vs_loss_landscapes.py
 
 sync: setup
 	$(BIN)/jupytext --sync notebooks/*.py
