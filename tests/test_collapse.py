@@ -4,8 +4,6 @@ streaming == batch, and the qualitative results of the papers at toy scale)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -262,11 +260,34 @@ def test_second_pass_must_see_the_same_data():
         acc.compute()
 
 
-def test_non_finite_features_give_nan_not_an_error():
+def test_non_finite_features_are_refused_with_the_argument_and_the_fix():
     feats, labels = mixture([10] * 5, 3, seed=17)
-    feats[0, 0] = float("nan")
-    m = collapse.nc_metrics(feats, labels)
-    assert math.isnan(m.nc1) and math.isnan(m.etf_error)
+    feats[3, 0] = float("nan")
+    feats[7, 1] = float("inf")
+    pattern = r"features has 2 non-finite values .* in 2 of 50 rows \(first: \[3, 7\]\).*drop"
+    with pytest.raises(ValueError, match=pattern):
+        collapse.nc_metrics(feats, labels)
+    with pytest.raises(ValueError, match="features has 2 non-finite"):
+        collapse.class_means(feats, labels)
+    acc = collapse.CollapseAccumulator(5)
+    with pytest.raises(ValueError, match="features has 2 non-finite"):
+        acc.update_means(feats, labels)
+    weight = torch.randn(5, 3, dtype=torch.float64)
+    weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="weight has 1 non-finite"):
+        collapse.nc_metrics(feats.nan_to_num(), labels, weight=weight)
+
+
+def test_labels_out_of_range_name_the_fix():
+    feats, labels = mixture([10] * 5, 3, seed=17)
+    with pytest.raises(ValueError, match=r"labels out of range.*\[0, 4\).*max 4.*n_classes="):
+        collapse.nc_metrics(feats, labels, n_classes=4)
+    with pytest.raises(ValueError, match="min -1"):
+        collapse.nc_metrics(feats, labels - 1, n_classes=5)
+    with pytest.raises(ValueError, match=r"labels out of range.*\[0, 3\)"):
+        collapse.nc_metrics(feats, labels, weight=torch.randn(3, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"labels.long\(\)"):
+        collapse.nc_metrics(feats, labels.double())
 
 
 @pytest.mark.parametrize("offset, spread", [(0.0, 1.0), (300.0, 1e-3)])
@@ -692,3 +713,49 @@ def test_batch_binding_sampler_appends_the_same_one_per_class_set_to_every_batch
     batches = list(plain)
     assert sorted(i for b in batches for i in b) == list(range(50))
     assert any(len({int(labels[i]) for i in b}) < 3 for b in batches)  # random batches miss classes
+
+
+class _KwNet(torch.nn.Module):
+    """Hugging Face style: forward(input, labels=None) -> {"logits": ...}."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, input, labels=None):
+        return {"logits": self.net(input)}
+
+
+def test_features_and_metrics_from_dict_batches_equal_tuple_batches():
+    train_set, net = _tiny_problem()
+    x, y = train_set.tensors
+    kw = _KwNet(net)
+    ref_f, ref_y = collapse.extract_features(net, train_set)
+    ref = collapse.collapse_metrics(net, train_set, batch_size=50)
+    cols = {"input": x, "labels": y}
+    ready = [{"input": x[i:i + 40], "labels": y[i:i + 40]} for i in range(0, len(x), 40)]
+    for batches in (cols, ready):
+        feats, labels = collapse.extract_features(kw, batches, layer="net.head")
+        assert torch.allclose(feats, ref_f) and torch.equal(labels, ref_y)
+        m = collapse.collapse_metrics(kw, batches, layer="net.head", batch_size=50)
+        for name in (*METRICS, "self_duality", "ncc_mismatch"):
+            assert getattr(m, name) == pytest.approx(getattr(ref, name), rel=1e-9), name
+    layers, labels = collapse.layer_inputs(kw, cols, layers=["net.head"])
+    assert torch.allclose(layers["net.head"], ref_f) and torch.equal(labels, y)
+    cb = collapse.CollapseCallback(cols, layer="net.head", snapshot=10)
+    row = cb(0, kw)
+    assert row["nc1"] == pytest.approx(ref.nc1, rel=1e-9) and len(cb.snapshots) == 1
+    with pytest.raises(ValueError, match="'labels'"):
+        collapse.extract_features(kw, {"input": x}, layer="net.head")
+    with pytest.raises(ValueError, match="data is empty"):
+        collapse.extract_features(net, torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(x[:0], y[:0]), batch_size=4))
+
+
+def test_a_corrupted_snapshot_file_is_reported_and_kept(tmp_path):
+    path = tmp_path / "snaps.pt"
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"snaps.pt cannot be read.*delete it or pass a new "
+                                         "snapshot_path"):
+        collapse.CollapseCallback((torch.zeros(4, 2), torch.arange(4) % 2), snapshot_path=path)
+    assert path.read_bytes() == b"garbage"

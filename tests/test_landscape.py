@@ -380,3 +380,52 @@ def test_figures_say_when_values_are_drawn_at_a_floor():
     surf = landscape.Surface(x=grid[:5], y=grid[:5], metrics={"loss": np.zeros((5, 5))})
     ax = lplot.surface_3d(surf, log=True)
     assert "drawn at" in ax.get_zlabel()
+
+
+# ------------------------------------------------- dict batches and batch-taking losses (issue 17)
+
+
+class _KwMLP(nn.Module):
+    """Hugging Face style: forward(input, labels=None) -> {"logits", "loss"?}."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = models.MLP(6, [8], 3)
+
+    def forward(self, input, labels=None):
+        out = {"logits": self.net(input)}
+        if labels is not None:
+            out["loss"] = F.cross_entropy(out["logits"], labels)
+        return out
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_surface_on_dict_batches_equals_tuple_batches(mode):
+    from toolkit import batches
+
+    x, y = _data()
+    kw = _KwMLP()
+    plain = kw.net
+    d1 = landscape.random_direction(plain, seed=1)
+    d2 = landscape.random_direction(plain, seed=2)
+    k1 = {f"net.{n}": t for n, t in d1.items()}
+    k2 = {f"net.{n}": t for n, t in d2.items()}
+    ref = landscape.surface_2d(plain, "ce", (x, y), d1, d2, steps=4, progress=False, mode=mode)
+
+    @batches.takes_batch
+    def from_batch(outputs, batch):
+        return F.cross_entropy(outputs["logits"], batch["labels"])
+
+    cols = {"input": x, "labels": y}
+    ready = [{"input": x[:25], "labels": y[:25]}, {"input": x[25:], "labels": y[25:]}]
+    for loss, data, bs in (("ce", cols, None), (from_batch, cols, 16), (None, ready, None)):
+        got = landscape.surface_2d(kw, loss, data, k1, k2, steps=4, progress=False, mode=mode,
+                                   batch_size=bs)
+        np.testing.assert_allclose(got.loss, ref.loss, rtol=1e-5)
+        np.testing.assert_allclose(got.accuracy, ref.accuracy)
+    cut = landscape.interpolate(kw, from_batch, cols, direction=k1, alphas=[0.0, 0.5],
+                                progress=False, mode=mode)
+    ref_cut = landscape.interpolate(plain, "ce", (x, y), direction=d1, alphas=[0.0, 0.5],
+                                    progress=False, mode=mode)
+    np.testing.assert_allclose(cut.loss, ref_cut.loss, rtol=1e-5)

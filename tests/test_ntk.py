@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.utils.prune
+from _models import TinyViT
 from torch import nn
 
 from toolkit import models, ntk, train
@@ -248,8 +249,11 @@ def test_bad_arguments_raise_clear_errors():
         ntk.empirical_ntk(model, [[1.0] * 5])
     with pytest.raises(ValueError, match=r"x1\.to\(torch\.float64\)"):
         ntk.empirical_ntk(model, _x(3).float())
-    with pytest.raises(ValueError, match="structured"):
-        ntk.empirical_ntk(nn.Sequential(nn.LayerNorm(5)).to(DT), _x(3), method="structured")
+    # nothing factorises: method="structured" is the generic Jacobian path (no error)
+    norm_only = nn.Sequential(nn.LayerNorm(5)).to(DT)
+    torch.testing.assert_close(
+        ntk.empirical_ntk(norm_only, _x(3), method="structured", mode="full"),
+        ntk.empirical_ntk(norm_only, _x(3), method="ntk_vp", mode="full"))
 
 
 def test_device_mismatch_raises():
@@ -756,3 +760,176 @@ def test_structured_path_covers_mup_layers():
     assert ntk.structured_coverage(net, x) == 1.0
     torch.testing.assert_close(ntk.empirical_ntk(net, x, method="structured", mode="full"),
                                ntk.empirical_ntk(net, x, method="jacobian", mode="full"))
+
+
+# ------------------------------------------------ attention, parameter filters (issue 17)
+
+
+def _TinyViT(d=8, seed=0):
+    return TinyViT(d=d, seed=seed, final_norm=True)
+
+
+def _dense_jacobian(model, x, names=None):
+    """(N, O, P) by plain autograd, one backward pass per output entry (no torch.func, no
+    fused-kernel switches: the model runs as a user would call it, in training-free eval mode)."""
+    params = [(n, p) for n, p in model.named_parameters()
+              if p.requires_grad and (names is None or n in names)]
+    out = model(x)
+    rows = []
+    for i in range(out.shape[0]):
+        for o in range(out.shape[1]):
+            grads = torch.autograd.grad(out[i, o], [p for _, p in params], retain_graph=True,
+                                        allow_unused=True)
+            rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten()
+                                   for (_, p), g in zip(params, grads)]))
+    return torch.stack(rows).reshape(out.shape[0], out.shape[1], -1)
+
+
+def _func_reference(model, x, names=None):
+    """J J^T from torch.func.jacrev of the whole batch (the Jacobian-product reference)."""
+    from torch.func import functional_call, jacrev
+
+    params = {n: p.detach() for n, p in model.named_parameters()
+              if p.requires_grad and (names is None or n in names)}
+    with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
+        jac = jacrev(lambda p: functional_call(model, p, (x,)))(params)
+    j = torch.cat([v.reshape(x.shape[0], -1, v[0, 0].numel()) for v in jac.values()], dim=2)
+    n, o, _ = j.shape
+    return (j.reshape(n * o, -1) @ j.reshape(n * o, -1).T).reshape(n, o, n, o).permute(0, 2, 1, 3)
+
+
+def test_transformer_kernel_equals_jacobian_product_references():
+    model = _TinyViT().to(DT).eval()
+    x = torch.randn(5, 5, 4, generator=torch.Generator().manual_seed(0), dtype=DT)
+    ref = _func_reference(model, x)
+    j = _dense_jacobian(model, x)
+    torch.testing.assert_close(torch.einsum("aop,bqp->aboq", j, j), ref, rtol=1e-10, atol=1e-10)
+    for method in (*METHODS, "auto"):
+        k = ntk.empirical_ntk(model, x, mode="full", method=method, progress=False)
+        torch.testing.assert_close(k, ref, rtol=1e-9, atol=1e-9, msg=method)
+    x2 = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(1), dtype=DT)
+    k12 = ntk.empirical_ntk(model, x, x2, mode="trace", method="structured", chunk_size=2,
+                            progress=False)
+    j2 = _dense_jacobian(model, x2)
+    torch.testing.assert_close(k12, torch.einsum("aop,bop->ab", j, j2) / 3, rtol=1e-9, atol=1e-9)
+    # the fast-path switch is restored afterwards
+    assert torch.backends.mha.get_fastpath_enabled()
+    # the linearised transformer (one jvp through attention) equals the network at theta_0
+    torch.testing.assert_close(ntk.linearize(model)(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_structured_coverage_names_attention_and_layernorm():
+    model = _TinyViT().to(DT).eval()
+    x = torch.randn(4, 5, 4, dtype=DT)
+    cov = ntk.structured_coverage(model, x)
+    uncovered = set(cov.uncovered)
+    expected = {f"encoder.layers.{i}.{m}" for i in range(2)
+                for m in ("self_attn", "self_attn.out_proj", "norm1", "norm2")} | {"norm"}
+    assert uncovered == expected, uncovered
+    assert "MultiheadAttention" in cov.uncovered["encoder.layers.0.self_attn"]
+    assert "out_proj" in cov.uncovered["encoder.layers.1.self_attn.out_proj"]
+    n = {name: p.numel() for name, p in model.named_parameters()}
+    assert set(cov.fallback) == {name for name in n if any(name.startswith(m + ".")
+                                                           for m in expected)}
+    assert math.isclose(cov, 1 - sum(n[f] for f in cov.fallback) / sum(n.values()))
+    assert ntk.structured_coverage(_mlp(), _x(3)).uncovered == {}
+    assert ntk.structured_coverage(model, x, params="head.*") == 1.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_params_filter_is_the_kernel_of_the_selected_jacobian_columns(method):
+    model = _TinyViT().to(DT).eval()
+    x = torch.randn(4, 5, 4, generator=torch.Generator().manual_seed(2), dtype=DT)
+    names = [n for n, _ in model.named_parameters()]
+    head = [n for n in names if n.startswith("head.")]
+    j = _dense_jacobian(model, x, head)
+    k = ntk.empirical_ntk(model, x, mode="full", method=method, params="head.*", progress=False)
+    torch.testing.assert_close(k, torch.einsum("aop,bqp->aboq", j, j), rtol=1e-10, atol=1e-12)
+    # a module name selects its parameters; a list of patterns selects their union
+    torch.testing.assert_close(ntk.empirical_ntk(model, x, mode="full", method=method,
+                                                 params="head", progress=False), k)
+    # a partition of the parameters: the kernels add up to the full NTK
+    parts = ["embed.*", "encoder.layers.0.*",
+             ["encoder.layers.1.self_attn.*", "encoder.layers.1.norm?.*"],
+             ["encoder.layers.1.linear*", "norm", "head.*"]]
+    covered = []
+    total = 0
+    for part in parts:
+        total = total + ntk.empirical_ntk(model, x, mode="full", method=method, params=part,
+                                          progress=False)
+        covered += list(empirical._trainable(model, part))
+    assert sorted(covered) == sorted(names)  # a partition: every parameter exactly once
+    torch.testing.assert_close(total, ntk.empirical_ntk(model, x, mode="full", method=method,
+                                                        progress=False), rtol=1e-9, atol=1e-9)
+
+
+def test_params_filter_errors_name_the_argument():
+    model = _mlp()
+    with pytest.raises(ValueError, match=r"params pattern 'nope\*' matches no trainable"):
+        ntk.empirical_ntk(model, _x(3), params="nope*", progress=False)
+    with pytest.raises(TypeError, match="params must be"):
+        ntk.empirical_ntk(model, _x(3), params=3, progress=False)
+
+
+def test_non_finite_inputs_and_device_dtype_mismatch_raise_clear_errors():
+    model = _mlp()
+    x = _x(4)
+    x[1, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"x1 has 1 non-finite values.*clean or drop"):
+        ntk.empirical_ntk(model, x, progress=False)
+    x2 = _x(3)
+    x2[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"x2 has 1 non-finite"):
+        ntk.empirical_ntk(model, _x(4), x2, progress=False)
+    with pytest.raises(ValueError, match=r"x1 has dtype torch.float32 .*x1.to\(torch.float64\)"):
+        ntk.empirical_ntk(model, _x(4).float(), progress=False)
+    with pytest.raises(ValueError, match=r"x1 is on meta .*x1.to\('cpu'\)"):
+        ntk.empirical_ntk(model, torch.empty(4, 5, dtype=DT, device="meta"), progress=False)
+
+
+def test_conv_layers_on_the_explicit_jacobian_path_blocks_and_memory_model():
+    """Convolutions with many positions and few channels: the cost model picks explicit weight
+    Jacobians (not position Grams); diagonal blocks reuse one Jacobian; the kernel is exact in
+    any blocking, and the memory model charges no P^2 position Grams per pair for such layers."""
+    from toolkit.ntk.structured import _layer_costs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1),
+                          nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)).to(DT)
+    x = torch.randn(7, 1, 4, 4, generator=torch.Generator().manual_seed(3), dtype=DT)
+    ctx = empirical._make_context(model, x)
+    convs = [s for s in ctx.layers if s.kind == "conv2d"]
+    assert len(convs) == 2
+    for s in convs:
+        gram, explicit = _layer_costs(s, 7, 7, 3, "trace")
+        assert explicit < gram
+    ref = ntk.empirical_ntk(model, x, mode="full", method="jacobian", progress=False)
+    for chunk in (2, 7):
+        k = ntk.empirical_ntk(model, x, mode="full", method="structured", chunk_size=chunk,
+                              progress=False)
+        torch.testing.assert_close(k, ref, rtol=1e-10, atol=1e-12)
+    per, pair = empirical._bytes_per_sample(ctx, "structured", "trace", 7)
+    assert pair == 2.0 * 1**2 * (1 + 3) * 8  # only the head's one-position Gram (O = 3, f64)
+    per_gram, pair_gram = empirical._bytes_per_sample(ctx, "structured", "trace", None)
+    assert pair_gram == 2.0 * 16**2 * (1 + 3) * 8  # as if the Grams of the 16 positions were built
+
+
+def test_cnn_with_eval_batchnorm_falls_back_for_the_norm_only():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3)).to(DT)
+    with torch.no_grad():  # non-trivial running statistics
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(6, 1, 4, 4, dtype=DT)
+    cov = ntk.structured_coverage(model, x)
+    assert set(cov.uncovered) == {"1"} and "BatchNorm2d" in cov.uncovered["1"]
+    assert cov.fallback == ["1.weight", "1.bias"]
+    ks = _all_methods(model, x, mode="full")
+    j = _dense_jacobian(model, x)
+    for m in METHODS:
+        torch.testing.assert_close(ks[m], torch.einsum("aop,bqp->aboq", j, j), rtol=1e-9,
+                                   atol=1e-10, msg=m)
+    with pytest.raises(ValueError, match="eval"):
+        ntk.empirical_ntk(model.train(), x, progress=False)

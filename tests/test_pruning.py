@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _models import TinyViT
 from torch import nn
 
 from toolkit import pruning
@@ -432,3 +433,176 @@ def test_l1_sampling_is_unbiased_keeps_large_entries_and_exact_sparsity():
         assert torch.allclose(ws[0, :5], w[0, :5])
         means += ws / 300
     assert float((means - w).abs().mean()) < 0.15 * float(w.abs().mean())
+
+
+# ------------------------------------------------------------ attention (issue 17)
+
+
+_TinyViT = TinyViT
+
+
+_ATTN = [f"encoder.layers.{i}.self_attn.{b}" for i in range(2) for b in ("q", "k", "v")]
+
+
+def _masked_reference(pruned):
+    """A fresh copy of the architecture holding the weights the pruned model should apply."""
+    ref = _TinyViT()
+    state = {}
+    for key, value in pruned.state_dict().items():
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("_orig"):
+            key = key[:-5]
+            value = value * pruned.state_dict()[key + "_mask"]
+        state[key] = value
+    ref.load_state_dict(state)
+    return ref.eval()
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "l2_sampling", "structured"])
+def test_attention_projections_are_pruned_at_requested_sparsity(method):
+    model = _TinyViT().eval()
+    prune(model, method=method, amount=0.5, scope="layer", seed=0)
+    mha = model.encoder.layers[0].self_attn
+    assert hasattr(mha, "in_proj_weight_mask") and hasattr(mha, "in_proj_weight_orig")
+    s = sparsity(model)
+    for name in _ATTN:  # 8 x 8 blocks of in_proj_weight: 32 zeros each (4 of 8 rows if structured)
+        assert s[name] == 0.5, (name, s[name])
+        block = {"q": 0, "k": 1, "v": 2}[name[-1]]
+        w = effective_weight(mha if name.startswith("encoder.layers.0") else
+                             model.encoder.layers[1].self_attn, "in_proj_weight")
+        assert int((w[8 * block:8 * block + 8] == 0).sum()) == 32
+    assert s["encoder.layers.0.self_attn.out_proj"] == 0.5
+    n = {m.name: m.weight().numel() for m in pruning.prunable_matrices(model)}
+    zeros = sum(s[k] * v for k, v in n.items())
+    assert math.isclose(s["global"], zeros / sum(n.values()))
+    assert len(n) == 1 + 2 * (3 + 1 + 2) + 1  # embed, per layer q k v out_proj linear1 linear2, head
+
+
+def test_global_pruning_pools_attention_with_the_other_layers():
+    model = _TinyViT()
+    prune(model, method="magnitude", amount=0.6)
+    mats = pruning.prunable_matrices(model)
+    total = sum(m.weight().numel() for m in mats)
+    zeros = sum(int((m.weight() == 0).sum()) for m in mats)
+    assert zeros == round(0.6 * total)
+    # global magnitude: every pruned entry is no larger than every kept one, across q/k/v too
+    dense = _TinyViT()
+    kept, pruned_vals = [], []
+    for m, d in zip(mats, pruning.prunable_matrices(dense)):
+        w = d.weight()
+        kept.append(w[m.weight() != 0].abs())
+        pruned_vals.append(w[m.weight() == 0].abs())
+    assert float(torch.cat(pruned_vals).max()) <= float(torch.cat(kept).min())
+    assert any(int((m.weight() == 0).sum()) for m in mats if m.name in _ATTN)
+
+
+def test_pruned_attention_outputs_follow_the_masked_weights_through_training():
+    torch.manual_seed(1)
+    x = torch.randn(6, 5, 4)
+    model = _TinyViT().eval()
+    y_dense = model(x).detach()
+    prune(model, method="random", amount=0.5, scope="layer", seed=0, exclude=("embed", "head"))
+    y = model(x)
+    assert (y - y_dense).abs().max() > 1e-3  # the masks act
+    assert torch.allclose(y, _masked_reference(model)(x), atol=1e-6)
+    # masked q/k/v rows do not affect the output; the kept ones do
+    mha = model.encoder.layers[0].self_attn
+    mask = mha.in_proj_weight_mask
+    with torch.no_grad():
+        mha.in_proj_weight_orig.add_(5.0 * (mask == 0))
+    assert torch.allclose(model(x), y, atol=1e-6)
+    # training: masked entries get no gradient, and after optimiser steps (weight_orig changed
+    # in place) attention and out_proj use the current masked weights (out_proj.weight is read
+    # by attention without calling out_proj: the refresh hook)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        assert float(mha.in_proj_weight_orig.grad[mask == 0].abs().max()) == 0.0
+        opt.step()
+    model.eval()
+    ref = _masked_reference(model)
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref(x), atol=1e-5)
+    assert torch.allclose(model(x), ref(x), atol=1e-5)
+    out = model(x).detach()
+    make_permanent(model)
+    assert not hasattr(mha, "in_proj_weight_mask") and not mha._forward_pre_hooks
+    assert isinstance(mha.in_proj_weight, nn.Parameter)
+    assert torch.allclose(model(x), out, atol=1e-6)
+    assert sparsity(model)["encoder.layers.0.self_attn.q"] == 0.5
+
+
+def test_spectral_errors_and_lottery_masks_cover_qkv():
+    dense = _TinyViT()
+    pruned = prune(_TinyViT(), method="magnitude", amount=0.5, scope="layer")
+    table = pruning.spectral_errors(dense, pruned, k=2)
+    assert set(_ATTN) <= set(table["name"])
+    row = table.set_index("name").loc["encoder.layers.1.self_attn.v"]
+    w = dense.encoder.layers[1].self_attn.in_proj_weight.detach()[16:24].double()
+    ws = effective_weight(pruned.encoder.layers[1].self_attn, "in_proj_weight")[16:24].double()
+    assert math.isclose(row["operator"], float(torch.linalg.matrix_norm(w - ws, 2)
+                                               / torch.linalg.matrix_norm(w, 2)), rel_tol=1e-9)
+    assert row["sparsity"] == 0.5
+    fresh = _TinyViT(seed=3)
+    pruning._copy_masks(pruned, fresh, ())
+    for a, b in zip(pruning.prunable_matrices(pruned), pruning.prunable_matrices(fresh)):
+        assert torch.equal(a.weight() == 0, b.weight() == 0), a.name
+
+
+def test_attention_with_separate_kdim_vdim_projections():
+    class Cross(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, kdim=6, vdim=5, batch_first=True)
+
+        def forward(self, q, k, v):
+            return self.attn(q, k, v)[0]
+
+    torch.manual_seed(0)
+    model = Cross()
+    names = [m.name for m in pruning.prunable_matrices(model)]
+    assert names == ["attn.q", "attn.k", "attn.v", "attn.out_proj"]
+    prune(model, amount=0.25, scope="layer")
+    s = sparsity(model)
+    assert all(s[n] == 0.25 for n in names)
+    q, k, v = torch.randn(2, 3, 8), torch.randn(2, 4, 6), torch.randn(2, 4, 5)
+    ref = Cross()
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.endswith("_orig"):
+            state[key[:-5]] = value * model.state_dict()[key[:-5] + "_mask"]
+        elif not key.endswith("_mask"):
+            state[key] = value
+    ref.load_state_dict(state)
+    assert torch.allclose(model(q, k, v), ref(q, k, v), atol=1e-6)
+
+
+def test_skipped_weight_tensors_are_named_in_one_warning():
+    import warnings
+
+    from toolkit.spectra import SkippedParametersWarning, layer_report
+
+    class WithEmbedding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(10, 6)
+            self.pos = nn.Parameter(torch.randn(1, 4, 6))
+            self.norm = nn.LayerNorm(6)
+            self.fc = nn.Linear(6, 30)
+
+        def forward(self, i):
+            return self.fc(self.norm(self.tok(i) + self.pos))
+
+    model = WithEmbedding()
+    for call in (lambda: prune(model, amount=0.5), lambda: sparsity(model),
+                 lambda: pruning.spectral_errors(WithEmbedding(), model, k=1),
+                 lambda: layer_report(model, randomize=False)):
+        with pytest.warns(SkippedParametersWarning, match=r"2 weight tensor\(s\).*: pos, tok\.weight\."):
+            call()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkippedParametersWarning)
+        prune(_TinyViT(), amount=0.3)  # every matrix covered; biases and norms are not matrices
+        layer_report(_TinyViT(), randomize=False)

@@ -499,3 +499,47 @@ def test_path_norm_handles_pruned_layers_and_rejects_other_activations():
         spectra.path_norm(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 1)), (3,))
     with pytest.raises(ValueError, match="input_shape"):
         spectra.path_norm(net, 3)
+
+
+# ------------------------------------------------------------ attention (issue 17)
+
+
+def _tiny_encoder(seed=0):
+    torch.manual_seed(seed)
+    layer = nn.TransformerEncoderLayer(12, 3, 24, dropout=0.0, batch_first=True)
+    return nn.Sequential(nn.Linear(5, 12), nn.TransformerEncoder(layer, 2,
+                                                                 enable_nested_tensor=False))
+
+
+def test_layer_report_splits_in_proj_weight_into_q_k_v():
+    model = _tiny_encoder()
+    report = layer_report(model, randomize=False).set_index("name")
+    attn = "1.layers.0.self_attn"
+    assert [n for n in report.index if n.startswith(attn)] == [f"{attn}.{b}" for b in "qkv"] + [
+        f"{attn}.out_proj"]
+    assert len(report) == 1 + 2 * 6
+    w = model[1].layers[0].self_attn.in_proj_weight.detach().double()
+    for i, b in enumerate("qkv"):
+        block = w[12 * i:12 * (i + 1)]
+        row = report.loc[f"{attn}.{b}"]
+        assert row["shape"] == (12, 12) and row["type"] == "MultiheadAttention"
+        assert math.isclose(row["spectral_norm"], float(torch.linalg.matrix_norm(block, 2)) ** 2,
+                            rel_tol=1e-9)
+        assert math.isclose(row["frobenius"], float(block.square().sum()), rel_tol=1e-9)
+
+
+def test_weight_matrices_of_pruned_attention_and_shuffle_per_block():
+    from toolkit import pruning
+
+    model = _tiny_encoder()
+    pruning.prune(model, amount=0.5, scope="layer")
+    mats = {m.name: m for m in spectra.weight_matrices(model)}
+    q = mats["1.layers.1.self_attn.q"]
+    mha = model[1].layers[1].self_attn
+    expected = (mha.in_proj_weight_orig * mha.in_proj_weight_mask)[:12].detach()
+    assert torch.equal(q.weight(), expected) and int((q.weight() == 0).sum()) == 72
+    shuffled = shuffle_weights(model, seed=1)
+    for name, m in {x.name: x for x in spectra.weight_matrices(shuffled)}.items():
+        a, b = mats[name].weight(), m.weight()
+        assert torch.equal(torch.sort(a.flatten()).values, torch.sort(b.flatten()).values), name
+        assert not torch.equal(a, b), name  # each block permuted on its own, masks with it

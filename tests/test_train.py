@@ -276,3 +276,269 @@ def test_batch_sampler_argument_checks(blobs):
                   batch_sampler=BatchBindingSampler(tr.tensors[1], 8), progress=False)
     with pytest.raises(TypeError, match="index lists"):
         train.fit(_model(), tr, epochs=1, batch_sampler=3, progress=False)
+
+
+# ------------------------------------------------- the batch contract in fit (issue 17 §2)
+
+
+class _KwNet(torch.nn.Module):
+    """A Hugging Face-style wrapper: forward(input, labels=None) -> {"logits", "loss"?}."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.net = _model(seed)
+
+    def forward(self, input, labels=None):
+        out = {"logits": self.net(input)}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(out["logits"], labels)
+        return out
+
+
+def _dict_set(tr):
+    from torch.utils.data import Dataset
+
+    x, y = tr.tensors
+
+    class DictSet(Dataset):
+        def __len__(self):
+            return len(x)
+
+        def __getitem__(self, i):
+            return {"input": x[i], "labels": y[i]}
+    return DictSet()
+
+
+def test_dict_columns_train_exactly_like_tuples(blobs):
+    tr, te = blobs
+    x, y = tr.tensors
+    kw = dict(epochs=3, batch_size=32, lr=0.1, momentum=0.9, seed=2, progress=False)
+    plain, wrapped, own, from_set = _model(), _KwNet(), _KwNet(), _KwNet()
+    h_plain = train.fit(plain, tr, test=te, **kw)
+    h_dict = train.fit(wrapped, {"input": x, "labels": y}, test={"input": te.tensors[0],
+                                                                   "labels": te.tensors[1]}, **kw)
+    train.fit(own, {"input": x, "labels": y}, loss=None, metrics=("loss",), **kw)
+    train.fit(from_set, _dict_set(tr), **kw)  # a Dataset of dicts is stacked into columns
+    for p, q, r, s in zip(plain.parameters(), wrapped.net.parameters(), own.net.parameters(),
+                          from_set.net.parameters()):
+        assert torch.equal(p, q) and torch.equal(p, r) and torch.equal(p, s)
+    assert h_dict["train_loss"].tolist() == h_plain["train_loss"].tolist()
+    assert h_dict["test_acc"].tolist() == h_plain["test_acc"].tolist()
+
+
+def test_ready_dict_batches_with_a_batch_loss_match_a_manual_loop(blobs):
+    from toolkit import batches
+
+    tr, _ = blobs
+    x, y = tr.tensors
+    ready = [{"input": x[i:i + 50], "labels": y[i:i + 50]} for i in range(0, len(x), 50)]
+    seen = []
+
+    @batches.takes_batch
+    def weighted(outputs, batch):  # a custom objective that reads the batch
+        seen.append(sorted(batch))
+        return 2.0 * torch.nn.functional.cross_entropy(outputs["logits"], batch["labels"])
+
+    model, manual = _KwNet(), _KwNet()
+    h = train.fit(model, ready, loss=weighted, epochs=2, lr=0.05, progress=False)
+    opt = torch.optim.SGD(manual.parameters(), lr=0.05)
+    for _ in range(2):
+        for b in ready:
+            opt.zero_grad()
+            (2.0 * torch.nn.functional.cross_entropy(manual.net(b["input"]), b["labels"])
+             ).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), manual.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert seen[0] == ["input", "labels"] and "train_acc" in h.columns
+    with pytest.raises(ValueError, match="batch_size=None"):
+        train.fit(_KwNet(), ready, loss=weighted, epochs=1, batch_size=8, progress=False)
+
+
+def test_resume_with_a_shuffled_dict_loader_is_bit_identical(tmp_path, blobs):
+    from torch.utils.data import DataLoader
+
+    tr, _ = blobs
+    loader = lambda: DataLoader(_dict_set(tr), batch_size=40, shuffle=True,  # noqa: E731
+                                generator=torch.Generator().manual_seed(7))
+    kwargs = dict(epochs=5, lr=0.05, momentum=0.9, seed=1, progress=False, checkpoint_every=1)
+    reference = _KwNet()
+    h_ref = train.fit(reference, loader(), **kwargs)
+
+    def killer(epoch, model, history):
+        if epoch == 3:
+            raise _Kill
+    with pytest.raises(_Kill):
+        train.fit(_KwNet(), loader(), checkpoint_dir=tmp_path, callbacks=[killer], **kwargs)
+    resumed = _KwNet()
+    h = train.fit(resumed, loader(), checkpoint_dir=tmp_path, **kwargs)
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    assert h["train_loss"].tolist() == h_ref["train_loss"].tolist()
+
+
+# ----------------------------------------------------- clear errors, nothing lost (issue 17 §4)
+
+
+def test_non_finite_data_is_refused_before_training(blobs):
+    from torch.utils.data import DataLoader
+
+    x, y = blobs[0].tensors
+    bad = x.clone()
+    bad[5, 1] = float("nan")
+    bad[9, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"train x has 2 non-finite.*first: \[5, 9\].*Drop"):
+        train.fit(_model(), (bad, y), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="test x has 2 non-finite"):
+        train.fit(_model(), (x, y), test=(bad, y), epochs=1, progress=False)
+    yf = torch.randn(len(x), 3)
+    yf[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="train y has 1 non-finite"):
+        train.fit(_model(), (x, yf), loss="mse", epochs=1, progress=False)
+    loader = DataLoader([{"input": bad[i], "labels": y[i]} for i in range(len(x))], batch_size=4)
+    with pytest.raises(ValueError, match="train batch 1 input has 1 non-finite"):
+        train.fit(_KwNet(), loader, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="data batch 0 x has 2 non-finite"):
+        train.evaluate(_model(), (bad, y))
+
+
+def test_class_labels_are_checked_against_the_loss_and_the_output_width(blobs):
+    x, y = blobs[0].tensors
+    with pytest.raises(TypeError, match=r"float32 but loss='ce' needs integer.*y.long\(\)"):
+        train.fit(_model(), (x, y.float()), epochs=1, progress=False)
+    for loss in ("ce", "label_smoothing", "maxsup", "mse"):
+        with pytest.raises(ValueError, match=r"out of range.*\[0, 2\).*max 2.*K = 3"):
+            train.fit(_model(out=2), (x, y), loss=loss, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="min -1"):
+        train.fit(_model(), (x, y - 1), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"test labels out of range"):
+        train.fit(_model(), (x, y), test=(x, y + 3), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="out of range"):
+        train.evaluate(_model(out=2), (x, y))
+    # legitimate cases stay allowed: soft labels shaped like the outputs, ignore_index=-100
+    soft = torch.nn.functional.one_hot(y, 3).float()
+    train.fit(_model(), (x, soft), epochs=1, progress=False, metrics=("loss",))
+    ignored = y.clone()
+    ignored[:10] = -100
+    train.fit(_model(), (x, ignored), epochs=1, progress=False)
+
+
+def test_empty_data_and_wrong_dtype_are_named(blobs):
+    x, y = blobs[0].tensors
+    with pytest.raises(ValueError, match="train is empty"):
+        train.fit(_model(), (x[:0], y[:0]), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="test is empty"):
+        train.fit(_model(), (x, y), test=(x[:0], y[:0]), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="empty list of batches"):
+        train.fit(_model(), [], epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"train x is torch.float64.*x.to\(torch.float32\)"):
+        train.fit(_model(), (x.double(), y), epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"data x is torch.float64.*model.to\(torch.float64\)"):
+        train.evaluate(_model(), (x.double(), y))
+    with pytest.raises(ValueError, match="data is empty"):
+        train.evaluate(_model(), [(x[:0], y[:0])])
+
+
+def _diverging_problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x @ torch.randn(4, 1, generator=g)
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 1), (x, y)
+
+
+def test_a_diverging_run_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path):
+    # full-batch GD on a quadratic with lr = 3 > 2/λ_max (λ_max ≈ 2): the error grows ~5× per
+    # step and overflows float32 after some tens of epochs
+    model, data = _diverging_problem()
+    seen = []
+    with pytest.raises(train.NonFiniteLossError, match=r"in epoch \d+ of 200.*Lower the learning "
+                                                       r"rate.*last good checkpoint") as info:
+        train.fit(model, data, loss="mse", lr=3.0, epochs=200, checkpoint_dir=tmp_path,
+                  checkpoint_every=1, progress=False,
+                  callbacks=[lambda e, m, h: seen.append(e)])
+    err = info.value
+    assert 5 < err.epoch < 200
+    ckpt = train.load_checkpoint(tmp_path / train.CHECKPOINT_NAME)
+    assert ckpt["epoch"] == err.epoch - 1 and err.checkpoint == tmp_path / train.CHECKPOINT_NAME
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert len(err.history) == err.epoch and err.history["train_loss"].map(math.isfinite).all()
+    assert max(seen) == err.epoch - 1  # no callback saw the broken state
+    # without a checkpoint the message says so
+    model, data = _diverging_problem()
+    with pytest.raises(train.NonFiniteLossError, match="epoch"):
+        train.fit(model, data, loss="mse", lr=3.0, epochs=200, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "not_a_checkpoint"])
+def test_a_corrupted_checkpoint_is_reported_and_never_overwritten(blobs, tmp_path, damage):
+    tr, _ = blobs
+    path = tmp_path / train.CHECKPOINT_NAME
+    train.fit(_model(), tr, epochs=2, checkpoint_dir=tmp_path, progress=False)
+    if damage == "garbage":
+        path.write_bytes(b"\x80\x02not a checkpoint at all" * 10)
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        torch.save({"weights": torch.zeros(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(train.CheckpointError) as info:
+        train.fit(_model(), tr, epochs=4, checkpoint_dir=tmp_path, progress=False)
+    msg = str(info.value)
+    assert str(path) in msg and "delete it or pass a new checkpoint path to start over" in msg
+    assert path.read_bytes() == before
+    # starting over explicitly works
+    h = train.fit(_model(), tr, epochs=1, checkpoint_dir=tmp_path / "new", progress=False)
+    assert len(h) == 2
+
+
+def test_tqdm_disable_silences_the_training_bar(blobs, capsys, monkeypatch):
+    tr, _ = blobs
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    train.fit(_model(), tr, epochs=2, progress=True)
+    assert "training" not in capsys.readouterr().err
+    monkeypatch.delenv("TQDM_DISABLE")
+    train.fit(_model(), tr, epochs=2, progress=True)
+    assert "training" in capsys.readouterr().err
+
+
+class _KwLogits(_KwNet):
+    def forward(self, input, labels=None):
+        return self.net(input)
+
+
+def test_stream_labels_and_dict_keys_the_model_refuses_are_named(blobs):
+    from torch.utils.data import DataLoader
+
+    x, y = blobs[0].tensors
+    loader = DataLoader([{"input": x[i], "labels": y[i] + 1} for i in range(len(x))],
+                        batch_size=50)
+    with pytest.raises(IndexError, match=r"while evaluating train batch 0.*class indices"):
+        train.fit(_KwNet(), loader, epochs=1, progress=False)  # its forward computes the loss
+    with pytest.raises(ValueError, match=r"train batch 0 labels out of range.*\[0, 3\)"):
+        train.fit(_KwLogits(), loader, epochs=1, progress=False)  # a model returning logits
+    with pytest.raises(ValueError, match=r"data batch 0 labels out of range"):
+        train.evaluate(_KwLogits(), loader)
+    floats = DataLoader([{"input": x[i], "labels": y[i].float()} for i in range(len(x))],
+                        batch_size=50)
+    with pytest.raises(TypeError, match=r"train batch 0 targets are torch.float32.*y.long"):
+        train.fit(_KwNet(), floats, epochs=1, progress=False)
+    with pytest.raises(TypeError, match=r"model\(\*\*batch\) with the keys \['input', 'labels'\]"):
+        train.fit(_model(), {"input": x, "labels": y}, epochs=1, progress=False)
+
+
+def test_on_nonfinite_stop_returns_the_history_with_an_inf_loss():
+    # a learning-rate sweep records divergence as an outcome instead of stopping the sweep
+    torch.manual_seed(0)
+    x = torch.randn(64, 4) * 10
+    y = x.sum(1, keepdim=True)
+    model = torch.nn.Linear(4, 1)
+    history = train.fit(model, (x, y), loss="mse", lr=10.0, epochs=30, progress=False,
+                  metrics=("loss",), on_nonfinite="stop")
+    assert history["train_loss"].iloc[-1] == float("inf")
+    assert history["train_loss"].iloc[:-1].map(math.isfinite).all()
+    with pytest.raises(train.NonFiniteLossError, match="Lower the learning rate"):
+        train.fit(torch.nn.Linear(4, 1), (x, y), loss="mse", lr=10.0, epochs=30, progress=False,
+            metrics=("loss",))
+    with pytest.raises(ValueError, match="on_nonfinite"):
+        train.fit(model, (x, y), loss="mse", epochs=1, progress=False, on_nonfinite="ignore")

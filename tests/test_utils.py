@@ -43,3 +43,33 @@ def test_loglog_slope_recovers_a_power_law():
         utils.loglog_slope([1, 2], [1, 0])
     with pytest.raises(ValueError, match="same length"):
         utils.loglog_slope([1, 2, 3], [1, 2])
+
+
+def test_progress_honours_enabled_and_tqdm_disable(monkeypatch, capsys):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert utils.progress_enabled() and not utils.progress_enabled(False)
+    assert list(utils.progress(range(3), enabled=False)) == [0, 1, 2]
+    bar = utils.progress(range(3), desc="shown")
+    assert not bar.disable
+    bar.close()
+    for value, silenced in (("1", True), ("true", True), ("0", False), ("", False)):
+        monkeypatch.setenv("TQDM_DISABLE", value)
+        assert utils.progress_enabled() is not silenced
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    capsys.readouterr()
+    assert sum(utils.progress(range(5), desc="quiet")) == 10
+    with utils.progress(total=4, desc="quiet too") as bar:
+        bar.update(4)
+    assert "quiet" not in capsys.readouterr().err
+
+
+def test_every_toolkit_bar_goes_through_the_progress_helper():
+    """tqdm is imported only by utils: every bar honours progress=False and TQDM_DISABLE=1."""
+    from pathlib import Path
+
+    import toolkit
+
+    root = Path(toolkit.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "tqdm" in p.read_text() and p.name != "utils.py"]
+    assert offenders == []

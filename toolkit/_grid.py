@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
+from . import batches as B
 from . import distributed as dist_utils
 from ._checks import check_choice, check_positive_int
-from .utils import eval_mode, iterate_batches, model_device
+from .utils import eval_mode, model_device
+from .utils import progress as _progress_bar
 
 __all__ = ["METRICS", "MODES", "GridEvaluator", "evaluate_grid", "first_linear_layer"]
 
@@ -153,12 +154,17 @@ class GridEvaluator:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __post_init__(self):
-        batches = iterate_batches(self.data, self.batch_size, self.device)
-        x0, y0 = next(batches)
+        batches = B.iterate(self.data, self.batch_size, self.device)
+        b0 = next(batches, None)
+        if b0 is None:
+            raise ValueError("data is empty (no batch); pass at least one sample.")
         # one batch (full-batch evaluation): keep it, so its first-layer outputs are built once
-        self._one_batch = (x0, y0) if next(batches, None) is None else None
+        self._one_batch = b0 if next(batches, None) is None else None
         self._z_cache: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.first = first_linear_layer(self.model, x0) if self.exploit_linearity else None
+        # the first-layer shortcut needs model(x): tuple batches only
+        self.first = (first_linear_layer(self.model, b0[0])
+                      if self.exploit_linearity and isinstance(b0, tuple) else None)
+        n0 = B.batch_len(b0)
         mods = dict(self.model.named_modules())
         self.first_module = mods[self.first] if self.first is not None else None
         self.prefix = f"{self.first}." if self.first else ""  # "" when the model is one layer
@@ -171,9 +177,9 @@ class GridEvaluator:
         self.dir_flat = [torch.stack([d[n].reshape(-1) for d in self.directions])
                          for n in self.names]
         n_params = sum(t.numel() for t in self.origin.values())
-        act = self._activation_elements(x0[:2]) / 2 * len(x0)
+        act = self._activation_elements(B.select(b0, slice(0, 2))) / min(n0, 2) * n0
         if self.mode == "auto":
-            self.mode = "loop" if len(x0) * n_params > _LOOP_THRESHOLD else "vmap"
+            self.mode = "loop" if n0 * n_params > _LOOP_THRESHOLD else "vmap"
         if self.mode == "loop":
             # loop mode writes points into the model's parameters, and the origin may be a view
             # of those very parameters: keep a copy of it
@@ -189,7 +195,7 @@ class GridEvaluator:
                 self.chunk_size = int(max(1, min(len(self.coords), by_memory,
                                                  max(16, by_cache))))
 
-    def _activation_elements(self, x: torch.Tensor) -> int:
+    def _activation_elements(self, batch) -> int:
         total = [0]
         leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
         hooks = [m.register_forward_hook(
@@ -197,7 +203,7 @@ class GridEvaluator:
                 o, torch.Tensor) else 0))) for m in leaves]
         try:
             with torch.no_grad():
-                self.model(x)
+                B.model_output(self.model, batch)
         finally:
             for h in hooks:
                 h.remove()
@@ -238,24 +244,27 @@ class GridEvaluator:
         return {n: torch.addmm(o, c, d).view(len(c), *shape) for n, o, d, shape in
                 zip(self.names, self.origin_flat, self.dir_flat, self.shapes)}
 
-    def _metrics(self, params: Params, z, x, y, patch):
+    def _metrics(self, params: Params, z, batch, patch):
         """Loss and #correct at one point (``params`` unbatched; vmapped over points)."""
         if patch is not None:
             patch.value = z.view(self.first_shape)
         # params=None: the point is already loaded into the module's own parameters (loop mode)
-        out = self.model(x) if params is None else functional_call(self.model, params, (x,))
-        loss = self.loss_fn(out, y)
-        if "accuracy" in self.metrics and not y.dtype.is_floating_point and out.dim() == 2:
-            correct = (out.argmax(dim=-1) == y).sum().to(loss.dtype)
+        out = B.model_output(self.model, batch, params)
+        loss = B.batch_loss(self.loss_fn, out, batch)
+        y = B.targets(batch)
+        pred = B.logits(out) if "accuracy" in self.metrics else None
+        if (pred is not None and isinstance(y, torch.Tensor) and not y.dtype.is_floating_point
+                and pred.dim() == 2 and y.dim() == 1):
+            correct = (pred.argmax(dim=-1) == y).sum().to(loss.dtype)
         else:
             correct = torch.zeros((), dtype=loss.dtype, device=loss.device)
         return loss, correct
 
-    def _chunk(self, c, x, y, z, patch):
+    def _chunk(self, c, batch, z, patch):
         if self.mode == "vmap":
             params = self._batched_params(c)
             zc = torch.addmm(z[0], c, z[1]) if z is not None else None
-            fn = lambda p, zi: self._metrics(p, zi, x, y, patch)
+            fn = lambda p, zi: self._metrics(p, zi, batch, patch)
             return vmap(fn, in_dims=(0, 0 if zc is not None else None))(params, zc)
         # loop: write each point straight into the module's own parameters (``_loaded`` saved
         # them and restores them) and run the plain forward pass: per point one rank-k update
@@ -271,7 +280,7 @@ class GridEvaluator:
                     param.copy_(slot.view(param.shape))
             if zbuf is not None:
                 torch.addmm(z[0].view(1, -1), ci, z[1], out=zbuf)
-            loss, corr = self._metrics(None, zbuf, x, y, patch)
+            loss, corr = self._metrics(None, zbuf, batch, patch)
             losses.append(loss)
             correct.append(corr)
         return torch.stack(losses), torch.stack(correct)
@@ -285,18 +294,20 @@ class GridEvaluator:
         n_total, classification = 0, False
         patch = _PatchedForward(self.first_module) if self.first is not None else None
         batches = ([self._one_batch] if self._one_batch is not None
-                   else iterate_batches(self.data, self.batch_size, self.device))
+                   else B.iterate(self.data, self.batch_size, self.device))
         with self._loaded() if self.mode == "loop" else _nullcontext():
-            for x, y in batches:
-                classification = "accuracy" in self.metrics and not y.dtype.is_floating_point
-                z = self._first_outputs(x) if patch is not None else None
+            for batch in batches:
+                y, size = B.targets(batch), B.batch_len(batch)
+                classification = ("accuracy" in self.metrics and isinstance(y, torch.Tensor)
+                                  and not y.dtype.is_floating_point)
+                z = self._first_outputs(batch[0]) if patch is not None else None
                 with patch if patch is not None else _nullcontext():
                     for start in range(0, len(idx), self.chunk_size):
                         sel = idx[start:start + self.chunk_size]
-                        ls, cs = self._chunk(self.coords[sel], x, y, z, patch)
-                        loss_sum[start:start + len(sel)] += ls.double().cpu() * len(x)
+                        ls, cs = self._chunk(self.coords[sel], batch, z, patch)
+                        loss_sum[start:start + len(sel)] += ls.double().cpu() * size
                         correct[start:start + len(sel)] += cs.double().cpu()
-                n_total += len(x)
+                n_total += size
         loss = (loss_sum / max(n_total, 1)).numpy()
         bad = ~np.isfinite(loss)
         loss[bad] = np.nan
@@ -311,12 +322,15 @@ class GridEvaluator:
 
 def evaluate_grid(model: nn.Module, loss_fn: Callable, data, origin: Params,
                   directions: list[Params], coords: torch.Tensor, *, batch_size: int | None,
-                  metrics: tuple[str, ...], chunk_size: int | None, mode: str, progress: bool,
-                  desc: str, distributed: bool | None = None) -> dict[str, np.ndarray]:
+                  metrics: tuple[str, ...], chunk_size: int | None, mode: str,
+                  progress: bool, desc: str,
+                  distributed: bool | None = None) -> dict[str, np.ndarray]:
     """Dataset-mean ``metrics`` at every row of ``coords`` (the driver of ``landscape.surface_2d``
     and ``landscape.interpolate``): the model in eval mode, a progress bar, chunks of points.
 
-    ``loss_fn`` is already a callable(outputs, targets). Under torchrun (or ``distributed=True``)
+    ``loss_fn`` is already resolved: a callable under the batch contract of
+    :mod:`toolkit.batches` (``(outputs, targets)``, or ``(outputs, batch)`` for a marked loss or
+    dict batches) or None for the model's own ``outputs.loss``. Under torchrun (or ``distributed=True``)
     each rank evaluates its contiguous share of the grid points and the shares are gathered in
     order, so every rank returns the whole grid."""
     for m in metrics:
@@ -332,8 +346,8 @@ def evaluate_grid(model: nn.Module, loss_fn: Callable, data, origin: Params,
         sharded = dist_utils.is_distributed() if distributed is None else distributed
         mine = dist_utils.shard_range(len(coords)) if sharded else range(len(coords))
         results: dict[str, list[np.ndarray]] = {}
-        with tqdm(total=len(mine), desc=desc, leave=False,
-                  disable=not progress or not dist_utils.is_main()) as bar, \
+        with _progress_bar(total=len(mine), desc=desc,
+                           enabled=progress and dist_utils.is_main()) as bar, \
                 dist_utils.oom_hint("chunk_size", max(1, ev.chunk_size // 2)):
             for start in range(mine.start, mine.stop, ev.chunk_size):
                 stop = min(mine.stop, start + ev.chunk_size)

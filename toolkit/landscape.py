@@ -77,6 +77,9 @@ def _cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return -F.log_softmax(outputs.T, dim=0).gather(0, targets[None]).mean()
 
 
+_cross_entropy.takes_targets = True  # (outputs, targets), also from a dict batch's "labels"
+
+
 def check_direction(model: nn.Module, direction, name: str = "direction") -> Params:
     """Validate a direction against ``model`` and return it as a full dict on the model's device.
 
@@ -371,7 +374,11 @@ def surface_2d(model: nn.Module, loss_fn, data, d1, d2, *, xrange=(-1.0, 1.0),
 
     f(a, b) = (1/N) Σ_i ℓ(f(x_i; θ* + a d1 + b d2), y_i), a ∈ ``xrange``, b ∈ ``yrange``;
     θ* is ``center`` (a model or parameter dict, default the model's own parameters).
-    ``data`` is an (x, y) pair, a dataset or a DataLoader, evaluated in ``batch_size`` batches;
+    ``data`` is an (x, y) pair, a dict of tensors, a Dataset, a DataLoader or a list of ready
+    batches (tuples or dicts; :mod:`toolkit.batches`), evaluated in ``batch_size`` batches;
+    ``loss_fn`` a name, a callable ``(outputs, targets)``, one marked with
+    :func:`toolkit.batches.takes_batch` (``(outputs, batch)``, also any callable on dict
+    batches), or None for the model's own ``outputs.loss``;
     the model is put in eval mode for the sweep and restored afterwards, and its parameters hold
     their values again when the call returns or raises. Points are vectorised (``mode="vmap"``)
     or looped (``"loop"``) in chunks; ``"auto"`` picks by problem size. A non-finite loss is
@@ -424,6 +431,7 @@ def interpolate(model: nn.Module, loss_fn, data, *, direction=None, target=None,
     start, α = 1 the end) and find the path usually monotone. With ``direction`` (e.g.
     :func:`random_direction` or a Hessian eigenvector) the cut is a straight line through θ₀.
     Give exactly one. θ₀ is the model's own parameters, which hold their values again afterwards.
+    ``data`` and ``loss_fn`` follow :func:`surface_2d` (dict batches, batch-taking losses).
     """
     if (direction is None) == (target is None):
         raise ValueError("give exactly one of direction= (a cut along a direction) or target= "

@@ -41,14 +41,23 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
-from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_module, check_positive_int
 from ._deprecated import warn_renamed
 from ._sampling import inclusion_probabilities, systematic_sample
-from .spectra import effective_weight, esd, powerlaw_alpha, weight_layers
+from .spectra import (
+    WeightMatrix,
+    effective_weight,
+    esd,
+    powerlaw_alpha,
+    warn_skipped,
+    weight_layers,
+    weight_matrices,
+)
+from .utils import progress as _progress
 
-__all__ = ["METHODS", "ALL_METHODS", "SCOPES", "prunable_layers", "prune", "sparsity", "make_permanent",
+__all__ = ["METHODS", "ALL_METHODS", "SCOPES", "prunable_layers", "prunable_matrices", "prune",
+           "sparsity", "make_permanent",
            "spectral_error", "spectral_errors", "sparsity_sweep", "lottery_ticket",
            "LotteryResult", "inclusion_probabilities", "systematic_sample", "RETRAIN_MODES",
            "retraining_modes"]
@@ -79,8 +88,11 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 
 
 def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> list[tuple[str, nn.Module]]:
-    """The ``(name, module)`` pairs :func:`prune` acts on: every ``nn.Linear`` / ``nn.Conv*`` weight,
-    except modules named in ``exclude`` (a name also excludes its submodules, e.g. ``"head"``)."""
+    """The ``(name, module)`` pairs of the ``nn.Linear`` / ``nn.Conv*`` layers :func:`prune` acts
+    on, except modules named in ``exclude`` (a name also excludes its submodules, e.g.
+    ``"head"``). :func:`prune` also prunes the query/key/value projections of
+    ``nn.MultiheadAttention``, which are not layers of their own: :func:`prunable_matrices` lists
+    everything it acts on."""
     if isinstance(exclude, str):
         exclude = (exclude,)
     exclude = tuple(exclude)
@@ -91,17 +103,94 @@ def prunable_layers(model: nn.Module, exclude: Iterable[str] = ()) -> list[tuple
     return layers
 
 
-def _is_pruned(module: nn.Module) -> bool:
-    return hasattr(module, "weight_orig") and hasattr(module, "weight_mask")
+def prunable_matrices(model: nn.Module, exclude: Iterable[str] = ()) -> list[WeightMatrix]:
+    """The weight matrices :func:`prune`, :func:`sparsity` and :func:`spectral_errors` act on
+    (:func:`toolkit.spectra.weight_matrices`): every ``nn.Linear`` / ``nn.Conv*`` weight and the
+    query, key and value blocks of every ``nn.MultiheadAttention`` (``"<name>.q"``, ``".k"``,
+    ``".v"``; ``"<name>.out_proj"`` is a Linear), except those named in ``exclude`` (a module
+    name also excludes everything under it: ``"enc.layers.0.self_attn"`` leaves q, k, v and
+    out_proj dense, ``"enc.layers.0.self_attn.q"`` only q)."""
+    if isinstance(exclude, str):
+        exclude = (exclude,)
+    exclude = tuple(exclude)
+    mats = [m for m in weight_matrices(model) if not _matches(m.name, exclude)]
+    if not mats:
+        raise ValueError(f"{type(model).__name__} has no prunable layers (nn.Linear / nn.Conv / "
+                         f"nn.MultiheadAttention) left after exclude={exclude!r}; pass a model "
+                         "with such layers.")
+    return mats
 
 
-def _install(module: nn.Module, factor: torch.Tensor) -> None:
-    """Multiply the layer's mask by ``factor`` (0 = prune, 1 = keep, 1/π = keep and rescale).
+def _pruned_params(module: nn.Module) -> list[str]:
+    """Names of the module's own parameters that carry a ``torch.nn.utils.prune`` mask."""
+    return [b[:-5] for b, _ in module.named_buffers(recurse=False)
+            if b.endswith("_mask") and hasattr(module, b[:-5] + "_orig")]
+
+
+def _is_pruned(module: nn.Module, param: str = "weight") -> bool:
+    return hasattr(module, param + "_orig") and hasattr(module, param + "_mask")
+
+
+def _install(module: nn.Module, factor: torch.Tensor, param: str = "weight") -> None:
+    """Multiply the mask of ``module.<param>`` by ``factor`` (0 = prune, 1 = keep, 1/π = keep and
+    rescale).
 
     ``prune.custom_from_mask`` installs the mask and hook on first use; on an already pruned
-    layer it stacks a ``PruningContainer`` whose combined mask is ``old_mask * factor``.
+    parameter it stacks a ``PruningContainer`` whose combined mask is ``old_mask * factor``. It
+    works on any named parameter, e.g. an ``nn.MultiheadAttention``'s bare ``in_proj_weight``
+    (the attention's own forward pre-hook recomputes it from ``in_proj_weight_orig``).
     """
-    torch_prune.custom_from_mask(module, "weight", factor.to(module.weight.dtype))
+    torch_prune.custom_from_mask(module, param, factor.to(getattr(module, param).dtype))
+
+
+def _install_matrices(mats: list[WeightMatrix], factors: list[torch.Tensor]) -> None:
+    """Install one mask factor per matrix; q/k/v blocks of one ``in_proj_weight`` are assembled
+    into one mask for that parameter (rows of blocks not in ``mats`` keep factor 1)."""
+    groups: dict = {}
+    for mat, factor in zip(mats, factors):
+        key = (id(mat.module), mat.param)
+        if key not in groups:
+            shape = getattr(mat.module, mat.param).shape
+            groups[key] = [mat.module, mat.param, torch.ones(shape, dtype=factor.dtype,
+                                                             device=factor.device)]
+        if mat.rows is None:
+            groups[key][2] = factor
+        else:
+            groups[key][2][mat.rows] = factor
+    for module, param, factor in groups.values():
+        _install(module, factor, param)
+
+
+def _refresh_out_proj(mha: nn.Module, args) -> None:
+    """Forward pre-hook of an ``nn.MultiheadAttention`` whose ``out_proj`` is pruned: attention
+    reads ``out_proj.weight`` without calling ``out_proj``, so the pruning hook of ``out_proj``
+    never runs and its ``weight`` would go stale once ``weight_orig`` is trained; this runs it."""
+    for hook in list(mha.out_proj._forward_pre_hooks.values()):
+        if isinstance(hook, torch_prune.BasePruningMethod):
+            hook(mha.out_proj, args)
+
+
+def _attach_refresh_hooks(model: nn.Module) -> None:
+    for module in model.modules():
+        if (isinstance(module, nn.MultiheadAttention) and _is_pruned(module.out_proj)
+                and _refresh_out_proj not in module._forward_pre_hooks.values()):
+            module.register_forward_pre_hook(_refresh_out_proj)
+
+
+def _copy_masks(source: nn.Module, target: nn.Module, exclude: Iterable[str]) -> None:
+    """Install on ``target`` the kept/pruned pattern (0/1) of ``source``'s masks, matrix by matrix."""
+    sources = {m.name: m for m in prunable_matrices(source, exclude)}
+    mats, factors = [], []
+    for mat in prunable_matrices(target, exclude):
+        src = sources[mat.name]
+        if not _is_pruned(src.module, src.param):
+            continue
+        mask = getattr(src.module, src.param + "_mask")
+        mask = mask if src.rows is None else mask[src.rows]
+        mats.append(mat)
+        factors.append((mask != 0).to(mat.weight().device, torch.float64))
+    _install_matrices(mats, factors)
+    _attach_refresh_hooks(target)
 
 
 # ---------------------------------------------------------------------------------- pruning
@@ -190,14 +279,23 @@ def _prune_rows(weights: list[torch.Tensor], target_zeros: list[int] | int,
 def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
           scope: str = "global", seed: int | None = None,
           exclude: Iterable[str] = ()) -> nn.Module:
-    r"""Prune every Linear/Conv weight of ``model`` in place (masks + hooks of ``torch.nn.utils.prune``).
+    r"""Prune every weight matrix of ``model`` in place (masks + hooks of ``torch.nn.utils.prune``).
+
+    The matrices are those of :func:`prunable_matrices`: every Linear/Conv weight and the query,
+    key and value projections of every ``nn.MultiheadAttention`` (three matrices, the blocks of
+    its bare ``in_proj_weight`` Parameter, masked with ``prune.custom_from_mask(attention,
+    "in_proj_weight", mask)``; ``out_proj`` as the Linear it is, with a forward pre-hook on the
+    attention that recomputes ``out_proj.weight``, which attention reads without calling
+    ``out_proj``). Any other weight tensor of two or more dimensions (embeddings, ...) is left
+    dense and named in one :class:`toolkit.spectra.SkippedParametersWarning`; 1-D parameters
+    (biases, norm scales) are never pruned.
 
     ``amount`` is the **target sparsity**: afterwards exactly ``round(amount * n)`` of the ``n``
-    prunable weights are zero — over all layers together (``scope="global"``) or in every layer
-    (``scope="layer"``). Pruning an already pruned model continues from its current zeros, so
-    iterating ``amount = 1 - 0.8**r`` gives the lottery-ticket schedule; asking for less sparsity
-    than the model already has is an error. ``exclude`` names modules to leave dense (e.g.
-    ``("head",)``).
+    prunable weights are zero — over all matrices together (``scope="global"``) or in every
+    matrix (``scope="layer"``; q, k and v each count as one). Pruning an already pruned model
+    continues from its current zeros, so iterating ``amount = 1 - 0.8**r`` gives the
+    lottery-ticket schedule; asking for less sparsity than the model already has is an error.
+    ``exclude`` names modules (or matrices, ``"attn.q"``) to leave dense (e.g. ``("head",)``).
 
     Methods (scores use the effective weight :math:`W`, see :func:`toolkit.spectra.effective_weight`):
 
@@ -245,8 +343,9 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
     if seed is not None:
         check_positive_int(seed, "seed (or None)", allow_zero=True)
     generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    layers = prunable_layers(model, exclude)
-    weights = [effective_weight(m) for _, m in layers]
+    mats = prunable_matrices(model, exclude)
+    weights = [m.weight() for m in mats]
+    names = [m.name for m in mats]
     sizes = [w.numel() for w in weights]
     zeros = [int((w == 0).sum()) for w in weights]
 
@@ -257,7 +356,7 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
     if method == "structured":
         if scope == "layer":
             targets = [round(amount * w.shape[0]) for w in weights]
-            for (name, _), w, k in zip(layers, weights, targets):
+            for name, w, k in zip(names, weights, targets):
                 zero_rows = int((w.reshape(w.shape[0], -1).abs().sum(1) == 0).sum())
                 if zero_rows > k:
                     too_sparse(f"layer {name!r}", zero_rows, w.shape[0])
@@ -269,7 +368,7 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
             factors = _prune_rows(weights, target, "global")
     elif scope == "layer":
         factors = []
-        for (name, _), w, n, z in zip(layers, weights, sizes, zeros):
+        for name, w, n, z in zip(names, weights, sizes, zeros):
             k = round(amount * n)
             if z > k:
                 too_sparse(f"layer {name!r}", z, n)
@@ -280,23 +379,27 @@ def prune(model: nn.Module, *, method: str = "magnitude", amount: float,
             too_sparse("the model", sum(zeros), sum(sizes))
         factors = _prune_entries(weights, k - sum(zeros), method, generator)
 
-    for (_, module), factor in zip(layers, factors):
-        _install(module, factor)
+    _install_matrices(mats, factors)
+    _attach_refresh_hooks(model)
+    warn_skipped(model, "prune")
     return model
 
 
 def sparsity(model: nn.Module, exclude: Iterable[str] = ()) -> pd.Series:
-    """Fraction of zero weights per prunable layer and over all of them (index ``"global"``).
+    """Fraction of zero weights per prunable matrix (:func:`prunable_matrices`: layers, and
+    ``"<attention>.q"``/``".k"``/``".v"``) and over all of them (index ``"global"``). Weight tensors
+    it does not count are named in one :class:`toolkit.spectra.SkippedParametersWarning`.
 
     Counts zeros of the effective weights, so it reads the same before and after
     :func:`make_permanent`. ``sparsity(model)["global"]`` is the number to report.
     """
-    layers = prunable_layers(model, exclude)
+    mats = prunable_matrices(model, exclude)
+    warn_skipped(model, "sparsity")
     values, zeros, total = {}, 0, 0
-    for name, module in layers:
-        w = effective_weight(module)
+    for mat in mats:
+        w = mat.weight()
         z = int((w == 0).sum())
-        values[name] = z / w.numel()
+        values[mat.name] = z / w.numel()
         zeros, total = zeros + z, total + w.numel()
     values["global"] = zeros / total
     return pd.Series(values, name="sparsity")
@@ -308,8 +411,11 @@ def make_permanent(model: nn.Module) -> nn.Module:
     model's function is unchanged. Returns ``model``."""
     check_module(model)
     for module in model.modules():
-        if _is_pruned(module):
-            torch_prune.remove(module, "weight")
+        for param in _pruned_params(module):
+            torch_prune.remove(module, param)
+        hooks = module._forward_pre_hooks
+        for key in [k for k, h in hooks.items() if h is _refresh_out_proj]:
+            del hooks[key]
     return model
 
 
@@ -373,22 +479,26 @@ def spectral_error(w: torch.Tensor, w_pruned: torch.Tensor, *, k: int = 5) -> di
 
 def spectral_errors(dense: nn.Module, pruned: nn.Module, *, k: int = 5,
                     exclude: Iterable[str] = ()) -> pd.DataFrame:
-    """:func:`spectral_error` for every prunable layer of two copies of a model (matched by name),
-    plus each pruned layer's sparsity. One row per layer."""
-    dense_layers = dict(prunable_layers(dense, exclude))
+    """:func:`spectral_error` for every prunable matrix (:func:`prunable_matrices`, attention
+    q/k/v blocks included) of two copies of a model (matched by name), plus each pruned matrix's
+    sparsity. One row per matrix; skipped weight tensors are named in one
+    :class:`toolkit.spectra.SkippedParametersWarning`."""
+    dense_mats = {m.name: m for m in prunable_matrices(dense, exclude)}
+    warn_skipped(pruned, "spectral_errors")
     rows = []
-    for name, module in prunable_layers(pruned, exclude):
-        if name not in dense_layers:
+    for mat in prunable_matrices(pruned, exclude):
+        name = mat.name
+        if name not in dense_mats:
             raise ValueError(f"layer {name!r} of the pruned model is not in the dense model; pass "
                              "two copies of the same architecture.")
-        w, ws = effective_weight(dense_layers[name]), effective_weight(module)
+        w, ws = dense_mats[name].weight(), mat.weight()
         kk = min(k, min(w.shape[0], w[0].numel()))
         rows.append({"name": name, "sparsity": float((ws == 0).float().mean()),
                      **spectral_error(w, ws, k=kk)})
     return pd.DataFrame(rows)
 
 
-def _layer_alpha(module: nn.Module) -> float:
+def _layer_alpha(module: nn.Module | torch.Tensor) -> float:
     try:
         return powerlaw_alpha(esd(module)).alpha
     except ValueError:
@@ -417,7 +527,7 @@ def sparsity_sweep(model: nn.Module, data, *, methods: Iterable[str] = METHODS,
     amounts = [_check_amount(a) for a in amounts]
     grid = [(m, a) for m in methods for a in amounts]
     rows = []
-    for method, amount in tqdm(grid, desc="pruning sweep", disable=not progress, leave=False):
+    for method, amount in _progress(grid, enabled=progress, desc="pruning sweep"):
         pruned = copy.deepcopy(model)
         prune(pruned, method=method, amount=amount, scope=scope, seed=seed, exclude=exclude)
         if finetune is not None:
@@ -429,8 +539,8 @@ def sparsity_sweep(model: nn.Module, data, *, methods: Iterable[str] = METHODS,
                **errors[["operator", "frobenius", "sv_drift", "angle"]].mean().to_dict(),
                "operator_max": float(errors["operator"].max())}
         if alphas:
-            for name, module in prunable_layers(pruned, exclude):
-                row[f"alpha:{name}"] = _layer_alpha(module)
+            for mat in prunable_matrices(pruned, exclude):
+                row[f"alpha:{mat.name}"] = _layer_alpha(mat.weight())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -467,8 +577,9 @@ def _rewind_(model: nn.Module, snapshot: dict) -> None:
             src = snapshot[key[:-5] if key.endswith("_orig") else key]
             value.copy_(src.to(value.device))
         for module in model.modules():
-            if _is_pruned(module):
-                module.weight = module.weight_orig * module.weight_mask
+            for param in _pruned_params(module):
+                setattr(module, param, getattr(module, param + "_orig")
+                        * getattr(module, param + "_mask"))
 
 
 def _metrics(result) -> dict:
@@ -536,14 +647,14 @@ def lottery_ticket(model_fn: Callable[[], nn.Module],
     model = model_fn()
     if not isinstance(model, nn.Module):
         raise TypeError(f"model_fn must return an nn.Module, got {type(model).__name__}.")
-    prunable_layers(model, exclude)  # fail early when there is nothing to prune
+    prunable_matrices(model, exclude)  # fail early when there is nothing to prune
     if rewind_epoch > 0:
         train_fn(model, rewind_epoch)
     rewind_point = _snapshot(model)
     dense = _metrics(train_fn(model, epochs - rewind_epoch))
     history = [{"round": 0, "sparsity": 0.0, **_columns("ticket", dense)}]
 
-    bar = tqdm(range(1, rounds + 1), desc="lottery rounds", disable=not progress, leave=False)
+    bar = _progress(range(1, rounds + 1), enabled=progress, desc="lottery rounds")
     for r in bar:
         target = 1.0 - (1.0 - rate) ** r
         prune(model, method="magnitude", amount=target, scope=scope, exclude=exclude)
@@ -553,14 +664,14 @@ def lottery_ticket(model_fn: Callable[[], nn.Module],
         if control:
             torch.manual_seed(seed + 1000 + r)
             fresh = model_fn()
-            sources = dict(prunable_layers(model, exclude))
-            for name, module in prunable_layers(fresh, exclude):
-                keep = sources[name].weight_mask != 0
-                _install(module, keep.to(device=module.weight.device, dtype=module.weight.dtype))
+            _copy_masks(model, fresh, exclude)
             row.update(_columns("control", _metrics(train_fn(fresh, epochs - rewind_epoch))))
         history.append(row)
-    masks = {name: (m.weight_mask != 0).detach().cpu() for name, m in
-             prunable_layers(model, exclude) if _is_pruned(m)}
+    masks = {}
+    for mat in prunable_matrices(model, exclude):
+        if _is_pruned(mat.module, mat.param):
+            mask = getattr(mat.module, mat.param + "_mask")
+            masks[mat.name] = (mask if mat.rows is None else mask[mat.rows]).detach().cpu() != 0
     return LotteryResult(history=pd.DataFrame(history), masks=masks, model=model)
 
 
@@ -638,7 +749,7 @@ def retraining_modes(model_fn: Callable[[], nn.Module], train, test, *, lr: floa
 
     torch.manual_seed(seed)
     dense = model_fn()
-    prunable_layers(dense, exclude)
+    prunable_matrices(dense, exclude)
     theta0 = _snapshot(dense)
     if k > 0:
         run(dense, k, 0)
@@ -646,7 +757,7 @@ def retraining_modes(model_fn: Callable[[], nn.Module], train, test, *, lr: floa
     run(dense, t, k)
     rows = [row(dense, "dense", 0)]
     lineages = {m: copy.deepcopy(dense) for m in modes if m != "reinit"}
-    bar = tqdm(range(1, rounds + 1), desc="pruning rounds", disable=not progress, leave=False)
+    bar = _progress(range(1, rounds + 1), enabled=progress, desc="pruning rounds")
     for r in bar:
         target = 1.0 - (1.0 - rate) ** r
         for mode, net in lineages.items():
@@ -661,10 +772,7 @@ def retraining_modes(model_fn: Callable[[], nn.Module], train, test, *, lr: floa
         if "reinit" in modes:
             torch.manual_seed(seed + 1000 + r)
             fresh = model_fn()
-            sources = dict(prunable_layers(lineages["rewind_0"], exclude))
-            for name, module in prunable_layers(fresh, exclude):
-                keep = sources[name].weight_mask != 0
-                _install(module, keep.to(device=module.weight.device, dtype=module.weight.dtype))
+            _copy_masks(lineages["rewind_0"], fresh, exclude)
             run(fresh, t, k)
             rows.append(row(fresh, "reinit", r))
     return pd.DataFrame(rows)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,59 +29,31 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ._checks import check_choice, check_module, check_positive, check_positive_int
 from ._deprecated import moved
+from ._matrices import (
+    _LAYER_TYPES,
+    SkippedParametersWarning,
+    WeightMatrix,
+    _deepcopy,
+    effective_weight,
+    skipped_parameters,
+    warn_skipped,
+    weight_layer,
+    weight_layers,
+    weight_matrices,
+)
+from .utils import progress as _progress
 
 __all__ = ["PowerLawFit", "esd", "powerlaw_alpha", "marchenko_pastur_edges",
            "marchenko_pastur_density", "esd_matrix_shape", "effective_weight", "weight_layers",
            "weight_layer", "layer_report", "shuffle_weights", "stable_rank", "effective_rank",
-           "path_norm", "rescale_neurons", "operator_norm_product", "PathNormCallback"]
+           "path_norm", "rescale_neurons", "operator_norm_product", "PathNormCallback",
+           "WeightMatrix", "weight_matrices", "skipped_parameters", "warn_skipped",
+           "SkippedParametersWarning"]
 
 CONV_CONVENTIONS = ("slices", "reshape")
-_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-# ------------------------------------------------------------------------------------ weights
-
-
-def effective_weight(module: nn.Module) -> torch.Tensor:
-    r"""The weight a layer actually applies, detached.
-
-    * pruned layers (``torch.nn.utils.prune``): ``weight_orig * weight_mask`` — recomputed here, so
-      it is current even when ``weight_orig`` changed since the last forward pass;
-    * :class:`toolkit.models.NTKLinear`: ``weight_scale * weight`` (the NTK parameterisation's
-      :math:`\sigma_w/\sqrt{n_{in}}` factor), so spectral norms compare across parameterisations.
-    """
-    if not isinstance(module, nn.Module) or not hasattr(module, "weight"):
-        raise TypeError(f"expected a layer with a `weight` (nn.Linear / nn.Conv*), got "
-                        f"{type(module).__name__}.")
-    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-        w = module.weight_orig * module.weight_mask.to(module.weight_orig.dtype)
-    else:
-        w = module.weight
-    w = w.detach()
-    scale = getattr(module, "weight_scale", None)
-    if scale is not None:
-        w = w * scale
-    return w
-
-
-def weight_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """``(name, module)`` for every ``nn.Linear`` / ``nn.Conv1d/2d/3d`` (and subclasses) of a model."""
-    check_module(model)
-    for name, module in model.named_modules():
-        if isinstance(module, _LAYER_TYPES):
-            yield name, module
-
-
-def weight_layer(model: nn.Module, name: str) -> nn.Module:
-    """The weight layer called ``name`` (a name from :func:`weight_layers`)."""
-    layers = dict(weight_layers(model))
-    if name not in layers:
-        raise ValueError(f"layer {name!r} not found; the model's weight layers are {list(layers)}.")
-    return layers[name]
 
 
 def _as_matrices(weight: torch.Tensor, conv: str) -> torch.Tensor:
@@ -443,7 +414,8 @@ def _shuffle_(tensors: list[torch.Tensor], generator: torch.Generator) -> None:
 
 
 def shuffle_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
-    r"""A copy of ``model`` whose every Linear/Conv weight has its entries randomly permuted.
+    r"""A copy of ``model`` whose every weight matrix (:func:`weight_matrices`: Linear/Conv weights,
+    attention q/k/v blocks) has its entries randomly permuted, each matrix on its own.
 
     Shuffling keeps each layer's entry distribution (so its Marchenko–Pastur bulk, which depends on
     the entry variance only) and destroys the correlations training created; the spectrum of the
@@ -453,26 +425,33 @@ def shuffle_weights(model: nn.Module, *, seed: int = 0) -> nn.Module:
     Biases and other parameters are kept. The input model is not modified.
     """
     check_positive_int(seed, "seed", allow_zero=True)
-    clone = copy.deepcopy(model)
+    clone = _deepcopy(model)
     gen = torch.Generator().manual_seed(int(seed))
-    found = False
+    matrices = weight_matrices(clone)
+    if not matrices:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear / nn.Conv / "
+                         "nn.MultiheadAttention weights to shuffle.")
+    warn_skipped(clone, "shuffle_weights", matrices)
     with torch.no_grad():
-        for _, module in weight_layers(clone):
-            found = True
-            if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-                _shuffle_([module.weight_orig, module.weight_mask], gen)
-                module.weight = module.weight_orig * module.weight_mask
+        for mat in matrices:
+            module, param, rows = mat.module, mat.param, mat.rows or slice(None)
+            if hasattr(module, param + "_orig") and hasattr(module, param + "_mask"):
+                orig, mask = getattr(module, param + "_orig"), getattr(module, param + "_mask")
+                _shuffle_([orig[rows], mask[rows]], gen)
+                setattr(module, param, orig * mask)
             else:
-                _shuffle_([module.weight], gen)
-    if not found:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear / nn.Conv layers to shuffle.")
+                _shuffle_([getattr(module, param)[rows]], gen)
     return clone
 
 
 def layer_report(model: nn.Module, *, conv: str = "slices", randomize: bool = True,
                  seed: int = 0, alpha_range: tuple[float, float] = (1.0, 50.0),
                  progress: bool = False) -> pd.DataFrame:
-    r"""One row of spectral diagnostics per weight matrix (every Linear / Conv layer), as WeightWatcher.
+    r"""One row of spectral diagnostics per weight matrix, as WeightWatcher: every Linear / Conv
+    layer and the query, key and value projections of every ``nn.MultiheadAttention`` (rows
+    ``"<name>.q"``, ``".k"``, ``".v"``: the three blocks of ``in_proj_weight``; ``out_proj`` is a
+    Linear row). Other weight tensors (embeddings, ...) are skipped with one
+    :class:`SkippedParametersWarning` naming them (:func:`skipped_parameters`).
 
     Columns: ``name``, ``type``, ``shape`` (the weight's), ``n_eigs``; the tail fit of
     :func:`powerlaw_alpha` — ``alpha``, ``xmin``, ``ks``, ``n_tail`` (NaN for layers with fewer
@@ -489,20 +468,22 @@ def layer_report(model: nn.Module, *, conv: str = "slices", randomize: bool = Tr
     Martin & Mahoney 2018 (arXiv 1810.01075); Clauset et al. 2009 (arXiv 0706.1062).
     """
     check_choice(conv, "conv", CONV_CONVENTIONS)
-    layers = list(weight_layers(model))
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear / nn.Conv layers to report on.")
+    matrices = weight_matrices(model)
+    if not matrices:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear / nn.Conv / "
+                         "nn.MultiheadAttention weights to report on.")
+    warn_skipped(model, "layer_report", matrices)
     gen = torch.Generator().manual_seed(int(seed))
     rows = []
-    for name, module in tqdm(layers, desc="layer report", disable=not progress, leave=False):
-        w = effective_weight(module).to(torch.float64)
+    for mat in _progress(matrices, enabled=progress, desc="layer report"):
+        w = mat.weight().to(torch.float64)
         ev = esd(w, conv=conv)
         n_rows, n_cols = esd_matrix_shape(w, conv)
         sigma2 = float(w.var(unbiased=False))
         edge = marchenko_pastur_edges(n_rows, n_cols, sigma2)[1]
         fit = _safe_fit(ev, alpha_range)
         row = {
-            "name": name, "type": type(module).__name__, "shape": tuple(w.shape),
+            "name": mat.name, "type": mat.kind, "shape": tuple(w.shape),
             "n_eigs": int(ev.numel()),
             "alpha": fit.alpha if fit else math.nan, "xmin": fit.xmin if fit else math.nan,
             "ks": fit.ks if fit else math.nan, "n_tail": fit.n_tail if fit else 0,
@@ -639,11 +620,7 @@ def _fold_batch_norms_(model: nn.Module) -> None:
 def _transformed_copy(model: nn.Module, p: float) -> nn.Module:
     """A copy with every Linear/Conv weight and bias replaced by its entry-wise |.|^p (pruning
     masks applied first; NTK-parameterisation scales raised to the power p as well)."""
-    # a pruned layer's ``weight`` is a non-leaf tensor (weight_orig * weight_mask) that
-    # deepcopy refuses; copy its detached value instead (the hook recomputes it anyway)
-    memo = {id(m.weight): m.weight.detach().clone() for m in model.modules()
-            if hasattr(m, "weight_orig") and isinstance(getattr(m, "weight", None), torch.Tensor)}
-    out = copy.deepcopy(model, memo).eval()
+    out = _deepcopy(model).eval()
     for module in out.modules():
         if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
             torch.nn.utils.prune.remove(module, "weight")

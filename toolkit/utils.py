@@ -128,6 +128,26 @@ def iterate_batches(data, batch_size: int | None = None,
         yield xb, yb
 
 
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def progress_enabled(enabled: bool = True) -> bool:
+    """Whether a progress bar shows: ``enabled`` and the environment variable ``TQDM_DISABLE``
+    unset (or ``0``/``false``); ``TQDM_DISABLE=1`` silences every bar of the toolkit."""
+    return bool(enabled) and os.environ.get("TQDM_DISABLE", "").strip().lower() in _FALSE
+
+
+def progress(iterable=None, *, enabled: bool = True, **kwargs):
+    """A ``tqdm.auto`` progress bar over ``iterable`` (or ``total=...`` without one), the one
+    through which every bar of the toolkit goes: hidden when ``enabled`` is False (a function's
+    ``progress=False``) or ``TQDM_DISABLE=1`` is set. Extra ``kwargs`` go to tqdm
+    (``desc``, ``total``, ``leave``...)."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, disable=not progress_enabled(enabled), **kwargs)
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter (CPU for a model without parameters)."""
     for p in model.parameters():
@@ -211,5 +231,5 @@ def loglog_slope(x, y) -> float:
 
 
 __all__ = ["get_device", "seed_everything", "cache_dir", "self_check", "as_tensors",
-           "iterate_batches", "model_device", "atomic_save", "eval_mode", "InputCapture",
-           "loglog_slope"]
+           "iterate_batches", "progress", "progress_enabled", "model_device", "atomic_save",
+           "eval_mode", "InputCapture", "loglog_slope"]

@@ -20,8 +20,19 @@ GLOBAL_MEANS = ("class_means", "samples")
 
 
 def check_features(features, name: str = "features", allow_empty: bool = False) -> Tensor:
-    """Features are a floating (N samples, d) matrix (flatten with ``.flatten(1)``)."""
-    return check_tensor(features, name, ndim=2, floating=True, nonempty=not allow_empty)
+    """Features are a floating (N samples, d) matrix (flatten with ``.flatten(1)``) of finite
+    values: NaN/inf would turn every metric into NaN."""
+    features = check_tensor(features, name, ndim=2, floating=True, nonempty=not allow_empty)
+    finite = torch.isfinite(features)
+    if features.numel() and not bool(finite.all()):
+        rows = torch.nonzero(~finite.all(dim=1)).flatten()
+        raise ValueError(f"{name} has {int((~finite).sum())} non-finite values (NaN or inf) in "
+                         f"{len(rows)} of {features.shape[0]} rows (first: {rows[:5].tolist()}); "
+                         "the metrics would all be NaN. They usually come from a diverged model "
+                         "(check its training loss and weights) or non-finite inputs; drop those "
+                         f"rows ({name}[torch.isfinite({name}).all(1)], with their labels) or fix "
+                         "the model first.")
+    return features
 
 
 def check_global_mean(global_mean: str) -> str:
@@ -86,9 +97,10 @@ class CollapseMetrics:
     * ``n_samples``, ``n_classes``, ``global_mean`` -- what the numbers were computed on.
 
     Degenerate cases: if all class means coincide (Sigma_B = 0) the ratios are undefined and
-    ``nc1``, ``equinorm_means``, ``equiangularity``, ``etf_error``, ``cdnv`` are ``nan``; features
-    with inf/NaN (a diverged run) give ``nan`` metrics instead of an error, so a training callback
-    never crashes the run it observes.
+    ``nc1``, ``equinorm_means``, ``equiangularity``, ``etf_error``, ``cdnv`` are ``nan``. Features
+    with inf/NaN (a diverged model, non-finite inputs) raise a ``ValueError`` naming ``features``
+    rather than returning NaN metrics (``toolkit.train.fit`` itself stops a run whose loss turns
+    non-finite before its callbacks see it).
     """
 
     nc1: float

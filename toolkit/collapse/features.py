@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .. import batches as B
 from .. import distributed as dist_utils
 from ..models import applied_weights
-from ..utils import InputCapture, as_tensors, atomic_save, eval_mode, iterate_batches, model_device
+from ..utils import InputCapture, as_tensors, atomic_save, eval_mode, model_device, progress
 from ._base import CollapseMetrics, check_global_mean
 from .accumulator import CollapseAccumulator
 
@@ -28,8 +28,29 @@ def _device(model: nn.Module, device) -> torch.device:
     return torch.device(device) if device is not None else model_device(model)
 
 
-def _batches(data, batch_size, device):
-    return iterate_batches(data, batch_size=batch_size, device=device)
+def _batches(data, batch_size, device, *, show: bool = False, desc: str = ""):
+    """``(batch, labels)`` pairs under the batch contract (:mod:`toolkit.batches`): tuple
+    batches ``(x, y)`` or dict batches with ``"labels"``."""
+    for batch in progress(B.iterate(data, batch_size=batch_size, device=device), enabled=show,
+                          desc=desc):
+        y = B.targets(batch)
+        if y is None:
+            raise ValueError("the data have no labels: neural-collapse features need a class "
+                             "label per sample, as tuple batches (x, y) or dict batches with a "
+                             "'labels' key.")
+        yield batch, y
+
+
+def _in_memory(data):
+    """All of ``data`` in memory: an ``(x, y)`` pair, or a dict of columns for dict batches."""
+    if B.is_tensor_pair(data):
+        return tuple(data)
+    if B.is_columns(data):
+        return dict(data)
+    parts = list(B.iterate(data, device="cpu"))
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return as_tensors(data, device="cpu")
 
 
 def _resolve_layer(model: nn.Module, layer) -> nn.Module:
@@ -60,8 +81,10 @@ def extract_features(model: nn.Module, data, *, layer=None, device=None,
     """Features at the input of ``layer`` (default: the last ``nn.Linear``, i.e. the penultimate
     features ``h`` of Papyan et al. 2020, arXiv:2008.08186) for every sample of ``data``.
 
-    ``data``: (x, y) tuple, Dataset or DataLoader; processed batch by batch (``batch_size`` None =
-    the loader's batches / one batch) with a forward pre-hook, model in eval mode (restored after).
+    ``data``: an (x, y) tuple, a dict of tensors, a Dataset, a DataLoader or a list of ready
+    batches (:mod:`toolkit.batches`; dict batches call ``model(**batch)`` and carry the classes in
+    ``"labels"``); processed batch by batch (``batch_size`` None = the loader's batches / one
+    batch) with a forward pre-hook, model in eval mode (restored after).
     ``layer``: None, a name from ``model.named_modules()`` or a submodule. Returns
     (features (N, d) flattened, labels (N,)) on the model's device.
     """
@@ -69,11 +92,12 @@ def extract_features(model: nn.Module, data, *, layer=None, device=None,
     target = _resolve_layer(model, layer)
     feats, labels = [], []
     with InputCapture({"h": target}) as cap, eval_mode(model):
-        for x, y in tqdm(_batches(data, batch_size, device), disable=not progress,
-                         desc="features"):
-            model(x)
+        for batch, y in _batches(data, batch_size, device, show=progress, desc="features"):
+            B.model_output(model, batch)
             feats.append(cap.pop("h"))
             labels.append(y)
+    if not feats:
+        raise ValueError("data is empty (no batch); pass at least one sample.")
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -96,13 +120,15 @@ def layer_inputs(model: nn.Module, data, *, layers=None, include_output: bool = 
         out["output"] = []
     labels = []
     with InputCapture(modules) as cap, eval_mode(model):
-        for x, y in _batches(data, batch_size, device):
-            o = model(x)
+        for batch, y in _batches(data, batch_size, device):
+            o = B.logits(B.model_output(model, batch))
             for k in modules:
                 out[k].append(cap.pop(k))
             if include_output:
                 out["output"].append(o.detach().flatten(1))
             labels.append(y)
+    if not labels:
+        raise ValueError("data is empty (no batch); pass at least one sample.")
     return {k: torch.cat(v) for k, v in out.items()}, torch.cat(labels)
 
 
@@ -132,9 +158,9 @@ def _streaming_accumulator(model, data, *, layer, n_classes, global_mean, batch_
                            progress, distributed=None) -> CollapseAccumulator:
     sharded = dist_utils.is_distributed() if distributed is None else distributed
     if sharded:
-        x_all, y_all = as_tensors(data)
-        part = dist_utils.shard_range(len(x_all))
-        data = (x_all[part.start:part.stop], y_all[part.start:part.stop])
+        mem = _in_memory(data)
+        part = dist_utils.shard_range(B.batch_len(mem))
+        data = B.select(mem, slice(part.start, part.stop))
         progress = progress and dist_utils.is_main()
     device = _device(model, device)
     target = _resolve_layer(model, layer)
@@ -149,16 +175,14 @@ def _streaming_accumulator(model, data, *, layer, n_classes, global_mean, batch_
     acc = CollapseAccumulator(n_classes, weight=weight, bias=bias, global_mean=global_mean,
                               device=device)
     with InputCapture({"h": target}) as cap, eval_mode(model):
-        for x, y in tqdm(_batches(data, batch_size, device), disable=not progress,
-                         desc="NC pass 1"):
-            model(x)
+        for batch, y in _batches(data, batch_size, device, show=progress, desc="NC pass 1"):
+            B.model_output(model, batch)
             acc.update_means(cap.pop("h"), y)
         if sharded:
             acc.reduce_(dist_utils.all_reduce_sum)
             acc.end_first_pass()
-        for x, y in tqdm(_batches(data, batch_size, device), disable=not progress,
-                         desc="NC pass 2"):
-            out = model(x)
+        for batch, y in _batches(data, batch_size, device, show=progress, desc="NC pass 2"):
+            out = B.logits(B.model_output(model, batch))
             pred = out.argmax(1) if out.ndim == 2 and out.shape[1] == n_classes else None
             acc.update_residuals(cap.pop("h"), y, pred)
         if sharded:
@@ -196,12 +220,20 @@ class CollapseCallback:
         self.snapshot_path = None if snapshot_path is None else Path(snapshot_path)
         self.snapshots: list[dict] = []
         if self.snapshot_path is not None and self.snapshot_path.exists():
-            self.snapshots = torch.load(self.snapshot_path, map_location="cpu")
+            try:
+                self.snapshots = torch.load(self.snapshot_path, map_location="cpu",
+                                            weights_only=True)
+            except Exception as err:  # truncated or corrupted file
+                raise ValueError(
+                    f"the snapshot file at {self.snapshot_path} cannot be read "
+                    f"({type(err).__name__}); it was left untouched: delete it or pass a new "
+                    "snapshot_path to start over.") from err
         self._snap_data = None
 
     def _snapshot_data(self):
         if self._snap_data is None:
-            x, y = as_tensors(self.data, device="cpu")
+            mem = _in_memory(self.data)
+            y = B.targets(mem)
             gen = torch.Generator().manual_seed(self.seed)
             classes = torch.unique(y)
             per = max(1, self.snapshot // len(classes))
@@ -210,7 +242,7 @@ class CollapseCallback:
                 members = torch.nonzero(y == c).flatten()
                 idx.append(members[torch.randperm(len(members), generator=gen)[:per]])
             idx = torch.cat(idx)
-            self._snap_data = (x[idx], y[idx])
+            self._snap_data = B.select(mem, idx)
         return self._snap_data
 
     def __call__(self, epoch: int, model: nn.Module, history_rows=None) -> dict | None:
@@ -225,8 +257,7 @@ class CollapseCallback:
         row = {self.prefix + k: v for k, v in metrics.as_dict().items()
                if k in CollapseMetrics.metric_names()}
         if self.snapshot:
-            x, y = self._snapshot_data()
-            feats, labels = extract_features(model, (x, y), layer=target)
+            feats, labels = extract_features(model, self._snapshot_data(), layer=target)
             snap = {"epoch": epoch, "features": feats.float().cpu(), "labels": labels.cpu(),
                     "means": acc.means.float().cpu(),
                     "global_mean": acc.global_mean_vector.float().cpu()}

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from ..utils import progress as _progress
 from ._base import CollapseMetrics
 from .metrics import nc_metrics
 
@@ -155,7 +155,7 @@ def ufm(class_counts: Sequence[int], dim: int, *, loss: str = "ce", bias: bool =
                 k: v for k, v in m.as_dict().items() if k in CollapseMetrics.metric_names()}}
 
     rows = [snapshot(0)]
-    for i in tqdm(range(1, n_outer + 1), disable=not progress, desc="UFM"):
+    for i in _progress(range(1, n_outer + 1), enabled=progress, desc="UFM", leave=True):
         opt.step(closure)
         step = i * record_every if optimizer == "lbfgs" else i
         if optimizer == "lbfgs" or i % record_every == 0 or i == n_outer:

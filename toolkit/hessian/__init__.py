@@ -22,23 +22,33 @@ Modules: :mod:`~toolkit.hessian.operator` (``HessianOperator``, ``hvp``; the fir
 ``_graph``), :mod:`~toolkit.hessian.eigen` (``top_eigenvalues``), :mod:`~toolkit.hessian.trace`,
 :mod:`~toolkit.hessian.density` (SLQ), :mod:`~toolkit.hessian.per_class` (``class_hessian``,
 ``sharpness``), :mod:`~toolkit.hessian.callbacks` (``LambdaMaxTracker``) and
-:mod:`~toolkit.hessian.rank` (``numerical_rank`` and the Hessian's rank, Singh et al. 2023).
+:mod:`~toolkit.hessian.rank` (``numerical_rank`` and the Hessian's rank, Singh et al. 2023) and
+:mod:`~toolkit.hessian.layers` (``layer_table``: λ_max and trace of each layer's Hessian block).
+
+Any model: ``params=`` takes names, module names or glob patterns (``"blocks.1.*"``,
+:func:`select_params`); forward passes run with the math attention kernel and without the fused
+eval-mode transformer fast path, so products go through ``nn.MultiheadAttention`` /
+``F.scaled_dot_product_attention`` (``_autodiff``); an operation with no second derivative raises
+:class:`NotTwiceDifferentiableError`.
 """
 
 from .._deprecated import moved
+from ._autodiff import NotTwiceDifferentiableError
 from .callbacks import LambdaMaxTracker
 from .density import SpectralDensity, lanczos, spectral_density
 from .eigen import Eigenpairs, top_eigenvalues
-from .operator import DEFAULT_HVP, HVP_METHODS, HessianOperator, hvp
+from .layers import layer_table, parameter_groups
+from .operator import DEFAULT_HVP, HVP_METHODS, HessianOperator, hvp, loss_function, select_params
 from .per_class import Sharpness, class_hessian, class_subset, minority_majority, sharpness
 from .rank import Rank, hessian_matrix, hessian_rank, linear_gn_rank, numerical_rank
-from .trace import TraceEstimate, trace
+from .trace import TraceEstimate, estimate_trace, trace
 
 __all__ = ["HVP_METHODS", "DEFAULT_HVP", "HessianOperator", "hvp", "Eigenpairs", "top_eigenvalues",
            "TraceEstimate", "trace", "lanczos", "SpectralDensity", "spectral_density",
            "class_subset", "class_hessian", "minority_majority", "Sharpness", "sharpness",
            "LambdaMaxTracker", "Rank", "numerical_rank", "hessian_matrix", "hessian_rank",
-           "linear_gn_rank"]
+           "linear_gn_rank", "select_params", "loss_function", "NotTwiceDifferentiableError",
+           "parameter_groups", "layer_table", "estimate_trace"]
 
 # ``Eigen`` was renamed to say it is a result (eigenvalues with their eigenvectors); the old name
 # works for one release.

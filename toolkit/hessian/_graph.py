@@ -18,7 +18,10 @@ prints the estimate next to the process's peak-memory growth).
 from __future__ import annotations
 
 import torch
-from torch.func import functional_call
+from torch.utils._pytree import tree_flatten
+
+from .. import batches as B
+from ._autodiff import check_graph
 
 __all__: list[str] = []
 
@@ -26,26 +29,42 @@ GRAPH_FACTOR = 6  # graph values per activation value (forward + first backward)
 DEFAULT_BUDGET_BYTES = 1 << 30  # 1 GiB; HessianOperator(graph_budget=...) overrides it
 
 
+def _flat_outputs(out) -> torch.Tensor:
+    """Every tensor in a model's outputs (a tensor, tuple, dict...) as one flat vector."""
+    leaves = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    if not leaves:
+        leaves = [B.logits(out)]
+    return torch.cat([t.detach().reshape(-1) for t in leaves])
+
+
+def _input_numel(batch) -> int:
+    """Values per sample of the batch's model inputs (x of a tuple, every column of a dict)."""
+    part = batch[:1] if isinstance(batch, tuple) else batch
+    return sum(t.numel() for t in tree_flatten(part)[0]
+               if isinstance(t, torch.Tensor) and t.is_floating_point())
+
+
 def graph_bytes(op, batches) -> int:
-    """Estimated bytes of the first-order graphs of all ``batches`` (x, y) of operator ``op``."""
-    x0 = batches[0][0]
+    """Estimated bytes of the first-order graphs of all ``batches`` (tuples or dicts) of ``op``."""
+    one = B.select(batches[0], slice(0, 1))
     acts = [0]
 
     def hook(mod, inp, out):
-        if isinstance(out, torch.Tensor):
-            acts[0] += out[:1].numel()
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                acts[0] += t[:1].numel() if t.ndim else 1
 
     leaves = [m for m in op.model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            functional_call(op.model, {**op.fixed, **op.params}, (x0[:1],))
+            op.outputs(op.params, one)
     finally:
         for h in handles:
             h.remove()
-    n = sum(len(x) for x, _ in batches)
+    n = sum(B.batch_len(b) for b in batches)
     item = torch.empty((), dtype=op.dtype).element_size()
-    return int((GRAPH_FACTOR * n * (acts[0] + x0[:1].numel()) + 3 * op.numel) * item)
+    return int((GRAPH_FACTOR * n * (acts[0] + _input_numel(one)) + 3 * op.numel) * item)
 
 
 def kept_graph(op, batches, budget: int | None):
@@ -73,13 +92,16 @@ class FirstOrderGraph:
         self.leaves = {n: p.detach().requires_grad_(True) for n, p in op.params.items()}
         self.parts = []  # (gradients with graph, batch size)
         with torch.enable_grad():
-            for i, (x, y) in enumerate(self.batches):
-                out = functional_call(op.model, {**op.fixed, **self.leaves}, (x,))
+            for i, batch in enumerate(self.batches):
+                out = op.outputs(self.leaves, batch)
                 if i == 0:
-                    self.first_out = out.detach().clone()
-                gs = torch.autograd.grad(op.loss_fn(out, y), list(self.leaves.values()),
+                    self.first_out = _flat_outputs(out).clone()
+                loss = op.loss_of(out, batch)
+                if i == 0:
+                    check_graph(loss)
+                gs = torch.autograd.grad(loss, list(self.leaves.values()),
                                          create_graph=True, allow_unused=True)
-                self.parts.append((gs, len(x)))
+                self.parts.append((gs, B.batch_len(batch)))
 
     def batch_hvp(self, i: int, v: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
         gs, _ = self.parts[i]
@@ -111,9 +133,9 @@ class FirstOrderGraph:
 
         A second *forward* pass must reproduce the outputs the graph was built from (randomness in
         the model shows there); the product through the graph must be finite."""
-        x, _ = next(op.batches())
+        batch = next(op.batches())
         with torch.no_grad():
-            again = functional_call(op.model, {**op.fixed, **op.params}, (x,))
+            again = _flat_outputs(op.outputs(op.params, batch))
         hv = [h if h is not None else torch.zeros_like(self.leaves[n])
               for h, n in zip(self.batch_hvp(0, v), self.names)]
         return torch.cat([h.reshape(-1) for h in hv]), (self.first_out, again)

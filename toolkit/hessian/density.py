@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._checks import check_positive_int
+from ..utils import progress as progress_bar
 from ._lanczos import lanczos_steps
 from .operator import HessianOperator
 
@@ -67,7 +67,7 @@ class SpectralDensity:
 def spectral_density(model: nn.Module, loss_fn, data, *, n_vectors: int = 4, steps: int = 60,
                      sigma: float | None = None, grid=None, n_grid: int = 1000, seed: int = 0,
                      batch_size: int | None = None, hvp_method: str = "auto",
-                     params: Iterable[str] | None = None,
+                     params: str | Iterable[str] | None = None,
                      progress: bool = True) -> SpectralDensity:
     r"""Eigenvalue density of the Hessian by stochastic Lanczos quadrature (SLQ).
 
@@ -92,7 +92,7 @@ def spectral_density(model: nn.Module, loss_fn, data, *, n_vectors: int = 4, ste
                          params=params, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     nodes, weights = [], []
-    for _ in tqdm(range(n_vectors), desc="SLQ", disable=not progress, leave=False):
+    for _ in progress_bar(range(n_vectors), enabled=progress, desc="SLQ"):
         v0 = op.random_vector(gen, "rademacher")
         a, b = lanczos(op.matvec, v0, min(steps, op.numel))
         theta, u = np.linalg.eigh(np.diag(a) + np.diag(b, 1) + np.diag(b, -1))

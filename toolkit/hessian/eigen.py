@@ -157,7 +157,7 @@ def _power_eigs(op: HessianOperator, k: int, which: str, tol: float, max_iter: i
 def top_eigenvalues(model: nn.Module, loss_fn, data, *, k: int = 1, which: str = "largest",
                     tol: float = 1e-3, max_iter: int = 100, batch_size: int | None = None,
                     method: str = "lanczos", hvp_method: str = "auto",
-                    params: Iterable[str] | None = None, v0=None, seed: int = 0) -> Eigenpairs:
+                    params: str | Iterable[str] | None = None, v0=None, seed: int = 0) -> Eigenpairs:
     r"""The ``k`` largest (or smallest) eigenvalues of the loss Hessian and their eigenvectors.
 
     ``method="lanczos"`` (default). For the largest end: implicitly restarted Lanczos (ARPACK

@@ -3,21 +3,26 @@ reverse-over-reverse), the first-order graph reused across products, and ``hvp``
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp
-from torch.utils.data import DataLoader
+from torch.func import grad, jvp
+from torch.utils._pytree import tree_flatten, tree_unflatten
+from torch.utils.data import DataLoader, TensorDataset
 
+from .. import batches as B
 from .. import distributed as dist_utils
 from .._checks import check_choice, check_eval_mode, check_module
 from ..train import get_loss
-from ..utils import as_tensors, iterate_batches, model_device
+from ..utils import as_tensors, model_device
 from . import _graph
+from ._autodiff import NotTwiceDifferentiableError, check_graph, second_order
 
-__all__ = ["HVP_METHODS", "DEFAULT_HVP", "HessianOperator", "hvp"]
+__all__ = ["HVP_METHODS", "DEFAULT_HVP", "HessianOperator", "hvp", "select_params",
+           "loss_function", "NotTwiceDifferentiableError"]
 
 Params = dict[str, torch.Tensor]
 HVP_METHODS = ("fwd-rev", "rev-rev")
@@ -27,15 +32,73 @@ HVP_METHODS = ("fwd-rev", "rev-rev")
 DEFAULT_HVP = {"cpu": "rev-rev", "cuda": "fwd-rev", "mps": "fwd-rev"}
 
 
+# -------------------------------------------------------------------------- choosing parameters
+
+
+def select_params(model: nn.Module, params: str | Iterable[str] | None = None) -> list[str]:
+    """The parameter names that ``params`` selects, in the model's order.
+
+    ``params`` is None (every parameter that requires grad), or a name or a list of names and
+    patterns, each one of: a parameter name (``"head.weight"``), a module name standing for all
+    its parameters (``"blocks.1"``), or a glob pattern matched with :func:`fnmatch.fnmatchcase`
+    against parameter names (``"blocks.1.*"``, ``"*.bias"``). Named or matched parameters count
+    even if they do not require grad (the others stay fixed either way). A pattern that selects
+    nothing is an error, which lists some valid names."""
+    check_module(model)
+    named = dict(model.named_parameters())
+    if params is None:
+        names = [n for n, p in named.items() if p.requires_grad]
+        if not names:
+            raise ValueError("There are no parameters to differentiate (none requires grad); "
+                             "pass params= to choose some.")
+        return names
+    patterns = [params] if isinstance(params, str) else list(params)
+    if not patterns or not all(isinstance(q, str) for q in patterns):
+        raise TypeError("params must be a parameter name, a module name, a glob pattern or a list "
+                        f"of them (strings), got {params!r}.")
+    chosen: set[str] = set()
+    for q in patterns:
+        hit = {n for n in named if n == q or n.startswith(q + ".") or fnmatch.fnmatchcase(n, q)}
+        if not hit:
+            raise ValueError(f"params entry {q!r} selects nothing: its names are not parameters "
+                             f"of the model; valid names "
+                             f"include {list(named)[:6]} (glob patterns such as 'blocks.1.*' and "
+                             "module names such as 'blocks.1' work too).")
+        chosen |= hit
+    return [n for n in named if n in chosen]
+
+
+def loss_function(loss_fn):
+    """The loss under the batch contract (:mod:`toolkit.batches`): a name (``"ce"``, ``"mse"``...)
+    becomes that loss of (outputs, targets) — also for dict batches, where the targets are
+    ``batch["labels"]``; a callable is used as it is (``loss_fn(outputs, y)`` for tuple batches,
+    ``loss_fn(outputs, batch)`` for dict batches or losses marked with
+    :func:`toolkit.batches.takes_batch`); None uses the model's own ``outputs.loss``."""
+    if loss_fn is None:
+        return None
+    if isinstance(loss_fn, str):
+        return B.takes_targets(get_loss(loss_fn))
+    return get_loss(loss_fn)
+
+
 # --------------------------------------------------------------------------------- the operator
 
 
 class HessianOperator:
     r"""The Hessian of the mean loss over ``data`` as a linear operator on flat vectors.
 
-    ``params`` restricts it to some parameters (names from ``model.named_parameters()``; default
-    all that require grad); the others and the buffers stay fixed. ``data`` is an (x, y) pair, a
-    dataset or a DataLoader, read in ``batch_size`` batches. ``method`` is ``"fwd-rev"``
+    ``params`` restricts it to some parameters: names from ``model.named_parameters()``, module
+    names or glob patterns such as ``"blocks.1.*"`` (:func:`select_params`; default all that
+    require grad); the others and the buffers stay fixed. ``data`` is anything
+    :func:`toolkit.batches.iterate` reads — an (x, y) pair, a dict of tensor columns, a dataset,
+    a DataLoader (tuple or dict batches) or a list of ready batches — read in ``batch_size``
+    batches; the model and the loss are called by the batch contract (:func:`loss_function`:
+    ``model(x)``, ``loss_fn(outputs, y)`` for tuples; ``model(**batch)``,
+    ``loss_fn(outputs, batch)`` for dicts and losses marked ``takes_batch``; ``loss_fn=None``:
+    the model's own loss). Every batch's loss is its *mean*, and the operator is the
+    size-weighted mean over batches, Σ_b n_b H_b / N: for a loss that couples the samples of a
+    batch (a contrastive loss), that is the mean of the per-batch Hessians, which depends on the
+    batching (use one batch, ``batch_size=None``, for the full-data loss). ``method`` is ``"fwd-rev"``
     (``torch.func.jvp`` of ``torch.func.grad``), ``"rev-rev"`` (``autograd.grad`` twice) or
     ``"auto"`` (the faster on this device type, :data:`DEFAULT_HVP`).
 
@@ -43,26 +106,19 @@ class HessianOperator:
     mode and verifies that two identical Hessian-vector products agree; if not, it raises and
     tells you to call ``model.eval()``. ``n_hvp`` counts full-data products. ``rev-rev`` on
     in-memory data keeps the gradient graph within ``graph_budget`` bytes (1 GiB; 0: stream;
-    see ``toolkit.hessian._graph``).
+    see ``toolkit.hessian._graph``). Every forward pass runs on the math kernel of
+    scaled-dot-product attention with the fused transformer fast path off, so products go through
+    ``nn.MultiheadAttention`` / ``nn.TransformerEncoder``; an operation with no second derivative
+    raises :class:`NotTwiceDifferentiableError` (``toolkit.hessian._autodiff``).
     """
 
     def __init__(self, model: nn.Module, loss_fn, data, *, batch_size: int | None = None,
-                 params: Iterable[str] | None = None, method: str = "auto", check: bool = True,
+                 params: str | Iterable[str] | None = None, method: str = "auto", check: bool = True,
                  seed: int = 0, distributed: bool | None = None, graph_budget: int | None = None):
-        self.model, self.loss_fn = check_module(model), get_loss(loss_fn)
+        self.model, self.loss_fn = check_module(model), loss_function(loss_fn)
         self.device = model_device(model)
         named = dict(model.named_parameters())
-        if params is None:
-            names = [n for n, p in named.items() if p.requires_grad]
-        else:
-            names = list(params)
-            unknown = [n for n in names if n not in named]
-            if unknown:
-                raise ValueError(f"params has names {unknown[:5]} that are not parameters of the "
-                                 f"model; valid names include {list(named)[:6]}.")
-        if not names:
-            raise ValueError("There are no parameters to differentiate (none requires grad).")
-        self.names = names
+        self.names = names = select_params(model, params)
         self.params = {n: named[n].detach() for n in names}
         self.fixed = {n: p.detach() for n, p in named.items() if n not in self.params}
         self.shapes = {n: p.shape for n, p in self.params.items()}
@@ -76,23 +132,29 @@ class HessianOperator:
         # Under torchrun every rank holds a contiguous shard of the samples (or every
         # world-th batch of a DataLoader); the per-shard sums are all-reduced in `_reduce`.
         self.sharded = dist_utils.is_distributed() if distributed is None else distributed
-        if self.sharded and not isinstance(data, DataLoader):
+        if self.sharded and (B.is_tensor_pair(data) or isinstance(data, TensorDataset)):
             x_all, y_all = as_tensors(data)
             part = dist_utils.shard_range(len(x_all))
             data = (x_all[part.start:part.stop], y_all[part.start:part.stop])
+        elif self.sharded and B.is_columns(data):
+            part = dist_utils.shard_range(B.batch_len(data))
+            data = B.select(data, slice(part.start, part.stop))
         self._data = data
+        self._stride = self.sharded and not (B.is_tensor_pair(data) or B.is_columns(data))
         if isinstance(data, DataLoader):
             self._batches = None  # streamed at every product
         else:
-            self._batches = [b for b in iterate_batches(data, batch_size, self.device) if len(b[0])]
+            self._batches = [b for b in self._stream() if B.batch_len(b)]
         self.n_samples = int(self._reduce(torch.tensor(
-            [float(sum(len(x) for x, _ in self.batches()))], dtype=torch.float64))[0])
+            [float(sum(B.batch_len(b) for b in self.batches()))], dtype=torch.float64))[0])
         if self.n_samples == 0:
             raise ValueError("data is empty.")
         self.n_hvp, self._seed, self._budget = 0, seed, graph_budget
-        self._graph = None if check else _graph.kept_graph(self, self._batches, graph_budget)
-        if check:
-            self.check_determinism()
+        self._graph_checked = False
+        with second_order(self.method):
+            self._graph = None if check else _graph.kept_graph(self, self._batches, graph_budget)
+            if check:
+                self.check_determinism()
     uses_graph = property(lambda self: self._graph is not None, doc="Products reuse a graph.")
 
     # -- data and flat vectors --------------------------------------------------------------
@@ -100,8 +162,13 @@ class HessianOperator:
         """This rank's batches (all batches in a single process)."""
         if self._batches is not None:
             return iter(self._batches)
-        stream = iterate_batches(self._data, self.batch_size, self.device)
-        if not self.sharded:
+        return self._stream()
+
+    def _stream(self):
+        """Batches of ``data`` (tuples or dicts, on the device); under torchrun every world-th
+        batch of data that was not split by samples (a DataLoader, a Dataset, a list)."""
+        stream = B.iterate(self._data, self.batch_size, self.device)
+        if not self._stride:
             return stream
         r, w = dist_utils.rank(), dist_utils.world_size()
         return (b for i, b in enumerate(stream) if i % w == r)
@@ -135,21 +202,56 @@ class HessianOperator:
         return v.to(self.device)
 
     # -- products -------------------------------------------------------------------------
-    def _loss(self, p: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(functional_call(self.model, {**self.fixed, **p}, (x,)), y)
+    def outputs(self, p: Params, batch):
+        """The model's outputs on one batch at parameters ``p`` (the others fixed)."""
+        return B.model_output(self.model, batch, {**self.fixed, **p})
 
-    def batch_hvp(self, v: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
-        """H_b v for one batch (H_b: Hessian of that batch's mean loss)."""
+    def _loss(self, p: Params, batch, y=None) -> torch.Tensor:
+        batch = batch if y is None else (batch, y)
+        return self.loss_of(self.outputs(p, batch), batch)
+
+    def loss_of(self, outputs, batch) -> torch.Tensor:
+        """The batch's mean loss from the model's outputs (:func:`toolkit.batches.batch_loss`)."""
+        loss = B.batch_loss(self.loss_fn, outputs, batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ValueError("the loss must return a scalar tensor (the batch's mean loss), got "
+                             f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}.")
+        return loss.reshape(())
+
+    def batch_hvp(self, v: Params, batch, y: torch.Tensor | None = None) -> Params:
+        """H_b v for one batch (H_b: Hessian of that batch's mean loss); ``batch`` is a tuple
+        (x, y, ...) or a dict (``batch_hvp(v, x, y)`` works too)."""
+        with second_order(self.method):
+            return self._batch_hvp(v, batch if y is None else (batch, y))
+
+    def _batch_hvp(self, v: Params, batch) -> Params:
         if self.method == "fwd-rev":
             g = grad(self._loss)
-            if y.dtype.is_floating_point:
-                # float targets get an explicit zero tangent: torch's forward-mode rule for
-                # F.mse_loss's backward fails on the implicit (immutable ZeroTensor) one
-                return jvp(lambda p, t: g(p, x, t), (self.params, y), (v, torch.zeros_like(y)))[1]
-            return jvp(lambda p: g(p, x, y), (self.params,), (v,))[1]
+            # float targets get an explicit zero tangent: torch's forward-mode rule for
+            # F.mse_loss's backward fails on the implicit (immutable ZeroTensor) one. Tuple
+            # batches: the float tensors after x; dict batches: every float tensor.
+            leaves, spec = tree_flatten(batch)
+            skip = 1 if isinstance(batch, tuple) else 0
+            idx = [i for i, t in enumerate(leaves) if i >= skip and isinstance(t, torch.Tensor)
+                   and t.is_floating_point()]
+            if not idx:
+                return jvp(lambda p: g(p, batch), (self.params,), (v,))[1]
+
+            def with_floats(p, floats):
+                full = list(leaves)
+                for i, t in zip(idx, floats):
+                    full[i] = t
+                return g(p, tree_unflatten(full, spec))
+
+            floats = tuple(leaves[i] for i in idx)
+            zeros = tuple(torch.zeros_like(t) for t in floats)
+            return jvp(with_floats, (self.params, floats), (v, zeros))[1]
         q = {n: p.detach().requires_grad_(True) for n, p in self.params.items()}
         with torch.enable_grad():
-            loss = self._loss(q, x, y)
+            loss = self._loss(q, batch)
+            if not self._graph_checked:
+                check_graph(loss)
+                self._graph_checked = True
             gs = torch.autograd.grad(loss, list(q.values()), create_graph=True)
             dot = sum((g * v[n]).sum() for g, n in zip(gs, self.names))
             hv = torch.autograd.grad(dot, list(q.values()), allow_unused=True)
@@ -162,10 +264,12 @@ class HessianOperator:
         Summing these over data shards (an all-reduce) and dividing gives Hv on the union."""
         vd = self.unflatten(v.to(device=self.device, dtype=self.dtype))
         total = torch.zeros(self.numel, device=self.device, dtype=self.dtype)
-        count = self._graph.hvp_sum(vd, total) if self._graph is not None else 0
-        for x, y in self.batches() if self._graph is None else ():
-            total += self.flatten(self.batch_hvp(vd, x, y)) * len(x)
-            count += len(x)
+        with second_order(self.method):
+            count = self._graph.hvp_sum(vd, total) if self._graph is not None else 0
+            for batch in self.batches() if self._graph is None else ():
+                n_b = B.batch_len(batch)
+                total += self.flatten(self._batch_hvp(vd, batch)) * n_b
+                count += n_b
         return self._reduce(total), self.n_samples if self.sharded else count
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -181,11 +285,13 @@ class HessianOperator:
         total = torch.zeros(self.numel, device=self.device, dtype=self.dtype)
         loss_sum, count = 0.0, 0
         gl = torch.func.grad_and_value(self._loss)
-        for x, y in self.batches():
-            g, loss = gl(self.params, x, y)
-            total += self.flatten(g) * len(x)
-            loss_sum += float(loss) * len(x)
-            count += len(x)
+        with second_order(self.method):
+            for batch in self.batches():
+                g, loss = gl(self.params, batch)
+                n_b = B.batch_len(batch)
+                total += self.flatten(g) * n_b
+                loss_sum += float(loss) * n_b
+                count += n_b
         if self.sharded:
             self._reduce(total)
             loss_sum, count = self._reduce(torch.tensor([loss_sum, float(count)],
@@ -210,11 +316,13 @@ class HessianOperator:
             return torch.stack([self.matvec(e) for e in eye], dim=1)
         out = torch.zeros(self.numel, self.numel, device=self.device, dtype=self.dtype)
         count = 0
-        for x, y in self.batches():
-            col = lambda e, x=x, y=y: self.flatten(self.batch_hvp(self.unflatten(e), x, y))
-            cols = torch.func.vmap(col, chunk_size=chunk_size)(eye)
-            out += cols.T * len(x)
-            count += len(x)
+        with second_order(self.method):
+            for batch in self.batches():
+                col = lambda e, b=batch: self.flatten(self._batch_hvp(self.unflatten(e), b))
+                cols = torch.func.vmap(col, chunk_size=chunk_size)(eye)
+                n_b = B.batch_len(batch)
+                out += cols.T * n_b
+                count += n_b
         if self.sharded:
             self._reduce(out)
             count = self.n_samples
@@ -223,19 +331,29 @@ class HessianOperator:
 
     def check_determinism(self) -> None:
         """Refuse train-mode BN/dropout; check that two identical products agree."""
+        with second_order(self.method):
+            self._check_determinism()
+
+    def _check_determinism(self) -> None:
         check_eval_mode(self.model, "the loss, and so its Hessian, is not one function of the "
                         "parameters")
+        attn = [n or "model" for n, m in self.model.named_modules()
+                if isinstance(m, nn.MultiheadAttention) and m.training and m.dropout > 0]
+        if attn:  # its attention dropout is a float, not an nn.Dropout that check_eval_mode sees
+            raise ValueError(f"model has nn.MultiheadAttention in training mode with attention "
+                             f"dropout > 0 ({', '.join(attn[:3])}): random masks change the loss "
+                             "from one call to the next, so its Hessian is not defined. Call "
+                             "model.eval() first (or set their .dropout = 0.0).")
         self._graph = self._graph or _graph.kept_graph(self, self._batches, self._budget)
         gen = torch.Generator().manual_seed(self._seed + 12345)
         v = self.unflatten(self.random_vector(gen))
         first = next(self.batches(), None)
         if first is None:  # this rank's shard is empty (more ranks than samples)
             return
-        x, y = first
         if self._graph is not None:  # its outputs vs a second forward: no extra backward
             h1, (a, b) = self._graph.check(self, v)
         else:
-            a, b = (h1 := self.flatten(self.batch_hvp(v, x, y))), self.flatten(self.batch_hvp(v, x, y))
+            a, b = (h1 := self.flatten(self.batch_hvp(v, first))), self.flatten(self.batch_hvp(v, first))
         scale = float(a.norm()) + float(b.norm())
         if not torch.isfinite(h1).all():
             raise FloatingPointError("The Hessian-vector product is not finite at these "
@@ -247,13 +365,14 @@ class HessianOperator:
 
 
 def hvp(model: nn.Module, loss_fn, data, v, *, batch_size: int | None = None,
-        method: str = "auto", params: Iterable[str] | None = None):
+        method: str = "auto", params: str | Iterable[str] | None = None):
     r"""Hessian-vector product Hv of the data-set mean loss, H = ∇²_θ (1/N) Σ_i ℓ_i.
 
     Forward-over-reverse by default: Hv = ∂/∂t ∇L(θ + t v)|_{t=0} = ``jvp(grad(L), θ, v)``,
     accumulated over batches as Σ_b n_b H_b v / N. ``v`` is a dict ``name -> tensor`` (missing names
     are zero) or a flat vector; the result has the same form. Pearlmutter's trick at the cost of
-    about two gradients (Yao et al. 2020, arXiv 1912.07145).
+    about two gradients (Yao et al. 2020, arXiv 1912.07145). ``data``, ``loss_fn`` and ``params``
+    (names, module names or glob patterns) are as for :class:`HessianOperator`.
     """
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, method=method,
                          params=params, check=True)

@@ -31,6 +31,7 @@ from torch.func import functional_call, hessian, jacrev, vmap
 from .._checks import check_choice, check_module
 from ..train import get_loss
 from ..utils import as_tensors
+from ._autodiff import second_order
 from .operator import HessianOperator
 
 __all__ = ["Rank", "numerical_rank", "hessian_matrix", "hessian_rank", "linear_gn_rank"]
@@ -93,10 +94,11 @@ def hessian_matrix(model: nn.Module, loss_fn, data, *, part: str = "full") -> to
     def out(p, xi):
         return functional_call(model64, p, (xi.unsqueeze(0),)).squeeze(0)
 
-    jac = vmap(jacrev(out), in_dims=(None, 0))(params, x)            # {name: (N, K, *shape)}
+    with second_order("fwd-rev"):
+        jac = vmap(jacrev(out), in_dims=(None, 0))(params, x)        # {name: (N, K, *shape)}
+        f = vmap(lambda xi: out(params, xi))(x)                       # (N, K)
+        A = vmap(hessian(lambda fi, yi: loss(fi.unsqueeze(0), yi.unsqueeze(0))))(f, y)  # (N, K, K)
     J = torch.cat([j.reshape(j.shape[0], j.shape[1], -1) for j in jac.values()], dim=2)
-    f = vmap(lambda xi: out(params, xi))(x)                           # (N, K)
-    A = vmap(hessian(lambda fi, yi: loss(fi.unsqueeze(0), yi.unsqueeze(0))))(f, y)  # (N, K, K)
     return torch.einsum("nkp,nkl,nlq->pq", J, A, J) / len(x)
 
 

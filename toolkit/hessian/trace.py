@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._checks import check_choice
+from ..utils import progress as progress_bar
 from .operator import HessianOperator
 
-__all__ = ["TraceEstimate", "trace"]
+__all__ = ["TraceEstimate", "trace", "estimate_trace"]
 
 # ------------------------------------------------------------------------------------- trace
 
@@ -32,7 +32,7 @@ class TraceEstimate:
 
 def trace(model: nn.Module, loss_fn, data, *, n_samples: int = 100, method: str = "hutchinson",
           seed: int = 0, batch_size: int | None = None, hvp_method: str = "auto",
-          params: Iterable[str] | None = None, progress: bool = True) -> TraceEstimate:
+          params: str | Iterable[str] | None = None, progress: bool = True) -> TraceEstimate:
     r"""Stochastic estimate of tr(H) from ``n_samples`` Hessian-vector products.
 
     ``"hutchinson"``: tr(H) = E[zᵀHz] for Rademacher z (Hutchinson 1989; used for networks by
@@ -48,8 +48,15 @@ def trace(model: nn.Module, loss_fn, data, *, n_samples: int = 100, method: str 
                          f"for {method}, got {n_samples!r}.")
     op = HessianOperator(model, loss_fn, data, batch_size=batch_size, method=hvp_method,
                          params=params, seed=seed)
+    return estimate_trace(op, n_samples, method, seed=seed, progress=progress)
+
+
+def estimate_trace(op: HessianOperator, n_samples: int, method: str = "hutchinson", *,
+                   seed: int = 0, progress: bool = False) -> TraceEstimate:
+    """:func:`trace` on an existing :class:`HessianOperator` (its ``n_hvp`` counts on)."""
+    start = op.n_hvp
     gen = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=n_samples, desc=f"trace ({method})", disable=not progress, leave=False)
+    bar = progress_bar(total=n_samples, enabled=progress, desc=f"trace ({method})")
     exact_part = 0.0
     if method == "hutch++":
         s = n_samples // 3
@@ -76,7 +83,7 @@ def trace(model: nn.Module, loss_fn, data, *, n_samples: int = 100, method: str 
     est = exact_part + float(samples_arr.mean())
     err = float(samples_arr.std(ddof=1) / math.sqrt(len(samples_arr))) if len(samples) > 1 \
         else math.nan
-    return TraceEstimate(trace=est, stderr=err, n_hvp=op.n_hvp, samples=samples_arr,
+    return TraceEstimate(trace=est, stderr=err, n_hvp=op.n_hvp - start, samples=samples_arr,
                          method=method)
 
 

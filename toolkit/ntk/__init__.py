@@ -15,7 +15,9 @@ Modules (every public name is re-exported here):
 
 * :mod:`~toolkit.ntk.empirical` -- :func:`empirical_ntk` by three methods (``"jacobian"``,
   ``"ntk_vp"``, ``"structured"``; ``"auto"`` picks by a FLOP estimate), in blocks that can be
-  split across ranks; :func:`structured_coverage`; :func:`check_ntk_ready`.
+  split across ranks, optionally w.r.t. a subset of the parameters (``params="head.*"``);
+  :func:`structured_coverage` (which modules the structured engine covers, and why not);
+  :func:`check_ntk_ready`.
 * :mod:`~toolkit.ntk.structured` -- the structured-derivative engine of Novak, Sohl-Dickstein,
   Schoenholz 2022 (arXiv 2206.08720): layer plans, features, Gram products.
 * :mod:`~toolkit.ntk.analytic` -- :func:`analytic_ntk`, the infinite-width NTK/NNGP of an MLP.
@@ -36,7 +38,14 @@ from toolkit._deprecated import moved
 
 from .analytic import analytic_ntk
 from .callbacks import KernelDrift, OutputRecorder, kernel_drift, relative_change
-from .empirical import METHODS, MODES, check_ntk_ready, empirical_ntk, structured_coverage
+from .empirical import (
+    METHODS,
+    MODES,
+    Coverage,
+    check_ntk_ready,
+    empirical_ntk,
+    structured_coverage,
+)
 from .linearize import LinearizedModel, linearize
 from .predict import gd_kernel_lr, kernel_regression, residual_modes, stable_lr
 from .surrogates import GatedReLUMLP, OutputScale, required_margin, to_relu
@@ -44,6 +53,7 @@ from .surrogates import GatedReLUMLP, OutputScale, required_margin, to_relu
 __all__ = [
     "METHODS",
     "MODES",
+    "Coverage",
     "GatedReLUMLP",
     "KernelDrift",
     "LinearizedModel",

@@ -8,13 +8,16 @@ scaling (:func:`_linear_scales`, :func:`_affine`). Private: nothing here is publ
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from toolkit.models import ScaledLinear, applied_weights
 
@@ -23,11 +26,52 @@ __all__: list[str] = []
 _DEFAULT_CPU_BUDGET = 1 << 30  # 1 GiB: keeps Binder (2 GB) safe
 
 
-def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+def _trainable(model: nn.Module, select=None) -> dict[str, torch.Tensor]:
+    """Trainable parameters ``{name: detached tensor}``, restricted to ``select`` if given: a name
+    or glob pattern (``fnmatch``, e.g. ``"head.*"``) or a sequence of them; a pattern also matches
+    the parameters of a module of that name (``"head"`` = ``"head.*"``)."""
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters (requires_grad=True); the NTK is 0.")
-    return params
+    if select is None:
+        return params
+    patterns = (select,) if isinstance(select, str) else select
+    try:
+        patterns = tuple(patterns)
+    except TypeError:
+        patterns = (select,)
+    if not patterns or not all(isinstance(p, str) and p for p in patterns):
+        raise TypeError(f"params must be a parameter name or glob pattern (e.g. 'head.*') or a "
+                        f"list of them, got {select!r}.")
+    chosen = {}
+    for pat in patterns:
+        hits = [n for n in params if fnmatch.fnmatchcase(n, pat) or n.startswith(pat + ".")]
+        if not hits:
+            shown = ", ".join(list(params)[:8]) + (", ..." if len(params) > 8 else "")
+            raise ValueError(f"params pattern {pat!r} matches no trainable parameter; the model's "
+                             f"are {shown} (names as in model.named_parameters()).")
+        chosen.update((n, params[n]) for n in hits)
+    return {n: params[n] for n in params if n in chosen}  # model order
+
+
+@contextlib.contextmanager
+def _no_fastpath() -> Iterator[None]:
+    """Turn off the fused kernels of attention for the duration: the inference fast path of
+    ``nn.MultiheadAttention`` / ``nn.Transformer*`` (``torch.backends.mha``; under ``torch.func``
+    transforms inputs are not marked ``requires_grad``, so they would take it) and the flash /
+    memory-efficient ``scaled_dot_product_attention`` kernels. Neither has forward-mode AD (the
+    ``"ntk_vp"`` method's ``jvp`` fails) nor ``vmap`` batching rules; the math kernel (plain
+    matmuls and softmax) has both."""
+    mha = getattr(torch.backends, "mha", None)
+    before = mha.get_fastpath_enabled() if mha is not None else None
+    if mha is not None:
+        mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(before)
 
 
 @dataclass
@@ -47,7 +91,8 @@ class _Context:
 
     def batch(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """f(params, x) as (n, O); params missing from the dict are taken from the module."""
-        out = functional_call(self.model, params, (x,))
+        with _no_fastpath():
+            out = functional_call(self.model, params, (x,))
         return out.reshape(x.shape[0], -1)
 
     def single(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -11,14 +11,15 @@ estimate. The kernel is computed in blocks of rows and columns through one funct
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
-from tqdm.auto import tqdm
 
 from toolkit import distributed as dist_utils
 from toolkit._checks import check_choice, check_eval_mode, check_positive_int, check_tensor
+from toolkit.utils import progress as progress_bar
 
 from ._context import _DEFAULT_CPU_BUDGET, _Context, _contract_jacobians, _jacobians, _trainable
 from .structured import (
@@ -30,7 +31,8 @@ from .structured import (
     _structured_features,
 )
 
-__all__ = ["METHODS", "MODES", "check_ntk_ready", "empirical_ntk", "structured_coverage"]
+__all__ = ["METHODS", "MODES", "Coverage", "check_ntk_ready", "empirical_ntk",
+           "structured_coverage"]
 
 MODES = ("full", "diagonal", "trace")
 METHODS = ("auto", "jacobian", "ntk_vp", "structured")
@@ -46,11 +48,12 @@ def check_ntk_ready(model: nn.Module) -> nn.Module:
     return check_eval_mode(model, "the NTK (a function of pairs of inputs) is undefined")
 
 
-def _make_context(model: nn.Module, x1: torch.Tensor) -> _Context:
+def _make_context(model: nn.Module, x1: torch.Tensor, select=None,
+                  reasons: dict | None = None) -> _Context:
     check_ntk_ready(model)
-    params = _trainable(model)
+    params = _trainable(model, select)
     n_out, act, records = _probe(model, params, x1)
-    layers, fallback = _plan_layers(model, params, records)
+    layers, fallback = _plan_layers(model, params, records, reasons)
     return _Context(model, params, n_out, act, layers, fallback)
 
 
@@ -105,8 +108,14 @@ def _pick_method(ctx: _Context, n1: int, n2: int, mode: str) -> str:
     return min(candidates, key=lambda m: _flops(ctx, m, n1, n2, mode))
 
 
-def _bytes_per_sample(ctx: _Context, method: str, mode: str) -> tuple[float, float]:
-    """(bytes per input in a block, bytes per (row, column) pair) for the memory budget."""
+def _bytes_per_sample(ctx: _Context, method: str, mode: str,
+                      n: int | None = None) -> tuple[float, float]:
+    """(bytes per input in a block, bytes per (row, column) pair) for the memory budget.
+
+    Structured: a layer whose cost model (:func:`_layer_costs` at ``n`` inputs a side) picks
+    explicit weight Jacobians needs ``O d_in d_out`` per input and nothing per pair beyond the
+    kernel; one that picks Gram products needs its position Grams, ``~ P^2 (1 + O)`` per pair.
+    """
     item = ctx.ref.element_size()
     n_out = ctx.n_out
     o_m = _output_factor(mode, n_out)
@@ -118,7 +127,13 @@ def _bytes_per_sample(ctx: _Context, method: str, mode: str) -> tuple[float, flo
     pair = 2.0 * o_m
     for s in ctx.layers:
         per += s.n_pos * (s.d_in + n_out * s.d_out)
-        pair = max(pair, 2.0 * s.n_pos**2 * (1 + o_m))
+        if s.weight is None:
+            continue
+        gram, explicit = _layer_costs(s, n, n, n_out, mode) if n else (0, 1)
+        if gram <= explicit:
+            pair = max(pair, 2.0 * s.n_pos**2 * (1 + o_m))
+        else:
+            per += n_out * s.d_in * s.d_out
     return 2.0 * per * item, pair * item
 
 
@@ -131,10 +146,20 @@ def _default_memory_budget(device: torch.device) -> int:
 
 
 def _auto_chunk(ctx: _Context, method: str, mode: str, n_max: int, budget: int) -> int:
-    """Largest block size c with 2 c (per input) + c^2 (per pair) <= budget."""
-    per, pair = _bytes_per_sample(ctx, method, mode)
-    c = (-per + math.sqrt(per * per + pair * budget)) / pair
-    return int(max(1, min(n_max, math.floor(c))))
+    """Largest block size c with 2 c (per input) + c^2 (per pair) <= budget.
+
+    The structured layers' choice between Gram products and explicit Jacobians depends on the
+    block size (smaller blocks favour Grams, which cost memory per pair), so the size is solved
+    again with the choices made at the block size found, until it no longer shrinks."""
+    c, n = n_max, n_max
+    for _ in range(3):
+        per, pair = _bytes_per_sample(ctx, method, mode, n)
+        fit = (-per + math.sqrt(per * per + pair * budget)) / pair
+        c = int(max(1, min(c, math.floor(fit))))
+        if c == n:
+            break
+        n = c
+    return c
 
 
 def _block_schedule(
@@ -212,6 +237,7 @@ def empirical_ntk(
     memory_budget: int | None = None,
     progress: bool = True,
     distributed: bool | None = None,
+    params: str | Sequence[str] | None = None,
 ) -> torch.Tensor:
     r"""Empirical neural tangent kernel :math:`\Theta(x_1, x_2) = J(x_1) J(x_2)^\top`.
 
@@ -231,7 +257,8 @@ def empirical_ntk(
             ``"ntk_vp"`` (J1 (J2^T v) per basis vector v; no Jacobian in memory),
             ``"structured"`` (layer Jacobians as outer products :math:`\delta a^\top`:
             the layer kernel is :math:`(A_1A_2^\top)\odot(\Delta_1\Delta_2^\top)`, cost
-            ~ N^2 (width + O width) per layer; other parameters by the Jacobian path),
+            ~ N^2 (width + O width) per layer; other parameters by the Jacobian path, which is
+            all of it when no layer factorises),
             ``"auto"`` (the cheapest by a FLOP estimate; structured whenever the model allows).
         chunk_size: inputs per block; ``None`` picks the largest block that fits ``memory_budget``.
         memory_budget: bytes for one block's intermediates (default: half the free GPU memory,
@@ -241,6 +268,21 @@ def empirical_ntk(
             rank computes ``schedule[rank::world]``, then one all-reduce sums the disjoint
             blocks, so every rank returns the full kernel, equal to the one-process result).
             ``None`` does so whenever ``torch.distributed`` runs with more than one rank.
+        params: differentiate only w.r.t. these trainable parameters: a name or glob pattern as
+            in ``model.named_parameters()`` (``fnmatch``; ``"head.*"``, ``"*.bias"``; a module
+            name such as ``"head"`` selects its parameters) or a list of them. The kernel is then
+            :math:`J_S J_S^\top` with :math:`J_S` the Jacobian's columns for those parameters
+            (the NTK of the last layers, say), and the kernels of a partition of the parameters
+            sum to the full NTK. ``None``: every trainable parameter.
+
+    Attention and normalisation layers (``nn.MultiheadAttention``, ``nn.LayerNorm``, ...) have no
+    structured rule: their parameters go to the generic Jacobian path (see
+    :func:`structured_coverage` for which modules and why). While the kernel is computed the
+    fused attention kernels are off (``torch.backends.mha`` fast path, flash/memory-efficient
+    ``scaled_dot_product_attention``), as they have no forward-mode AD or ``vmap`` rules.
+
+    Raises ``ValueError`` for inputs with NaN/inf (``x1``/``x2`` named), on another device or in
+    another floating dtype than the model's parameters (the message gives the ``.to(...)``).
 
     Returns:
         The kernel in the parameters' dtype and device.
@@ -248,10 +290,10 @@ def empirical_ntk(
     check_choice(mode, "mode", MODES)
     check_choice(method, "method", METHODS)
     check_ntk_ready(model)
-    ref = next(iter(_trainable(model).values()))
-    x1 = check_tensor(x1, "x1", like=ref)
+    ref = next(iter(_trainable(model, params).values()))
+    x1 = check_tensor(x1, "x1", like=ref, finite=True)
     symmetric = x2 is None or x2 is x1
-    x2 = x1 if symmetric else check_tensor(x2, "x2", like=ref)
+    x2 = x1 if symmetric else check_tensor(x2, "x2", like=ref, finite=True)
     if x1.shape[1:] != x2.shape[1:]:
         raise ValueError(
             f"x1 and x2 must have the same per-sample shape, got {tuple(x1.shape[1:])} and "
@@ -259,13 +301,10 @@ def empirical_ntk(
         )
     if chunk_size is not None:
         check_positive_int(chunk_size, "chunk_size")
-    ctx = _make_context(model, x1)
+    ctx = _make_context(model, x1, params)
     n1, n2 = x1.shape[0], x2.shape[0]
-    if method == "structured" and not ctx.layers:
-        raise ValueError(
-            "method='structured' needs at least one nn.Linear/NTKLinear/nn.Conv2d layer with "
-            "trainable weights called once per forward; use method='auto' or 'jacobian'."
-        )
+    if method == "structured" and not ctx.layers:  # nothing factorises: the generic path alone
+        method = "jacobian"
     if method == "auto":
         method = _pick_method(ctx, n1, n2, mode)
     ctx.budget = memory_budget or _default_memory_budget(ref.device)
@@ -279,8 +318,8 @@ def empirical_ntk(
     if sharded:  # every rank fills its own blocks into zeros; the all-reduce assembles them
         schedule = schedule[dist_utils.rank() :: dist_utils.world_size()]
     kernel = (torch.zeros if sharded else torch.empty)(shape, dtype=ref.dtype, device=ref.device)
-    bar = tqdm(schedule, desc="NTK blocks",
-               disable=not progress or len(schedule) <= 1 or not dist_utils.is_main())
+    bar = progress_bar(schedule, desc="NTK blocks",
+                       enabled=progress and len(schedule) > 1 and dist_utils.is_main())
     with dist_utils.oom_hint("chunk_size", max(1, chunk_size // 2)):
         for rows, cols in bar:
             block = _kernel_block(ctx, method, mode, x1, x2, rows, cols, keys)
@@ -293,7 +332,31 @@ def empirical_ntk(
     return kernel
 
 
-def structured_coverage(model: nn.Module, x: torch.Tensor) -> float:
-    """Fraction of trainable parameters the structured method handles without Jacobians."""
-    ctx = _make_context(model, x)
-    return 1.0 - _n_params(ctx, ctx.fallback) / _n_params(ctx)
+class Coverage(float):
+    """:func:`structured_coverage`'s answer: a float (the fraction of trainable parameters the
+    structured method handles without Jacobians) that also carries ``uncovered`` (module name ->
+    why it is not covered; its parameters go to the generic Jacobian path) and ``fallback``
+    (those parameter names)."""
+
+    uncovered: dict[str, str]
+    fallback: list[str]
+
+    def __new__(cls, fraction: float, uncovered: dict[str, str], fallback: list[str]):
+        out = super().__new__(cls, fraction)
+        out.uncovered, out.fallback = dict(uncovered), list(fallback)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Coverage({float(self):.3f}, uncovered={list(self.uncovered)})" if self.uncovered
+                else f"Coverage({float(self):.3f})")
+
+
+def structured_coverage(model: nn.Module, x: torch.Tensor, *,
+                        params: str | Sequence[str] | None = None) -> Coverage:
+    """Fraction of trainable parameters (or of those selected by ``params``, as in
+    :func:`empirical_ntk`) the structured method handles without Jacobians, as a
+    :class:`Coverage`: a float whose ``uncovered`` maps every module left to the generic path
+    to the reason (attention, LayerNorm, a layer called twice, hooks, ...)."""
+    reasons: dict[str, str] = {}
+    ctx = _make_context(model, x, params, reasons)
+    return Coverage(1.0 - _n_params(ctx, ctx.fallback) / _n_params(ctx), reasons, ctx.fallback)

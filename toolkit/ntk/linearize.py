@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
-from ._context import _trainable
+from ._context import _no_fastpath, _trainable
 from .empirical import check_ntk_ready
 
 __all__ = ["LinearizedModel", "linearize"]
@@ -60,7 +60,8 @@ class LinearizedModel(nn.Module):
         def f(p):
             return functional_call(self.base, {**p, **consts}, (x,))
 
-        out, dout = jvp(f, (theta0,), (tangent,))
+        with _no_fastpath():  # fused attention kernels have no forward-mode AD
+            out, dout = jvp(f, (theta0,), (tangent,))
         return out + dout
 
 

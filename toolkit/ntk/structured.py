@@ -101,30 +101,49 @@ def _shared_param_ids(model: nn.Module) -> set[int]:
     return {k for k, v in seen.items() if v > 1}
 
 
-def _plan_layers(model: nn.Module, params: dict, records: dict) -> tuple[list, list]:
-    """Split the trainable parameters into structured layers and a generic remainder."""
+def _plan_layers(model: nn.Module, params: dict, records: dict,
+                 reasons: dict | None = None) -> tuple[list, list]:
+    """Split the trainable parameters into structured layers and a generic remainder.
+
+    ``reasons`` (a dict, filled if given): for every module owning parameters of ``params`` that
+    the structured engine does not cover, why (its parameters go to the generic Jacobian path).
+    """
     shared = _shared_param_ids(model)
     id_to_name = {id(p): n for n, p in model.named_parameters()}
     layers, covered = [], set()
+    why = {} if reasons is None else reasons
     for name, module in model.named_modules():
-        found = _structured_kind(module)
-        calls = records.get(name, [])
         own = dict(module.named_parameters(recurse=False))
-        if found is None or len(calls) != 1 or calls[0] is None:
-            continue
-        if not set(own) <= {"weight", "bias"}:
-            continue
-        if module._forward_hooks or module._forward_pre_hooks:
-            continue
-        if any(id(p) in shared for p in own.values()):
-            continue
         keys = {k: id_to_name[id(p)] for k, p in own.items()}
         keys = {k: v for k, v in keys.items() if v in params}
         if not keys:
             continue
+        found = _structured_kind(module)
+        calls = records.get(name, [])
+        label = name or type(module).__name__
+        if found is None:
+            why[label] = (f"{type(module).__name__}: no structured rule (only nn.Linear / "
+                          "NTKLinear / nn.Conv2d with groups=1 and numeric padding)")
+            continue
+        if len(calls) != 1 or calls[0] is None:
+            why[label] = (f"called {len(calls)} times per forward" if len(calls) != 1 else
+                          "called with a non-tensor input or output")
+            if not calls and _is_attention_projection(model, module):
+                why[label] = "attention reads its weight without calling it (out_proj)"
+            continue
+        if not set(own) <= {"weight", "bias"}:
+            why[label] = f"has parameters other than weight/bias: {sorted(set(own) - {'weight', 'bias'})}"
+            continue
+        if module._forward_hooks or module._forward_pre_hooks:
+            why[label] = "has forward hooks (e.g. pruning masks)"
+            continue
+        if any(id(p) in shared for p in own.values()):
+            why[label] = "shares a parameter with another module"
+            continue
         kind, (s_w, s_b) = found
         in_shape, out_shape = calls[0]
         if in_shape[0] != 1 or out_shape[0] != 1:  # the layer mixes batch and other axes
+            why[label] = "its input does not keep the batch dimension first"
             continue
         if kind == "linear":
             d_in, d_out = module.in_features, module.out_features
@@ -141,6 +160,11 @@ def _plan_layers(model: nn.Module, params: dict, records: dict) -> tuple[list, l
         covered.update(keys.values())
     fallback = [n for n in params if n not in covered]
     return layers, fallback
+
+
+def _is_attention_projection(model: nn.Module, module: nn.Module) -> bool:
+    return any(isinstance(m, nn.MultiheadAttention) and m.out_proj is module
+               for m in model.modules())
 
 
 def _gram_outputs(d1: torch.Tensor, d2: torch.Tensor, mode: str) -> torch.Tensor:
@@ -254,7 +278,8 @@ def _layer_kernel(spec: _LayerSpec, f1: _Structured, f2: _Structured, mode: str)
             gram_a = gram_a.reshape(*gram_a.shape[:2], *([1] * extra), *gram_a.shape[2:])
             total = spec.weight_scale**2 * (gram_a * gram_d).sum((-2, -1))
         else:
-            j1, j2 = _weight_jacobian(a1, d1), _weight_jacobian(a2, d2)
+            j1 = _weight_jacobian(a1, d1)
+            j2 = j1 if a2 is a1 and d2 is d1 else _weight_jacobian(a2, d2)  # diagonal blocks
             total = spec.weight_scale**2 * _contract(j1, j2, mode)
     if spec.bias is not None:
         total = total + spec.bias_scale**2 * _contract(d1.sum(2), d2.sum(2), mode)
