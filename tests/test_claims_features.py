@@ -74,7 +74,7 @@ def _lr_grid(seed: int, par: str):
             net = models.MLP(P.lrt_dim, [width] * P.lrt_depth, P.lrt_classes,
                              parameterization=par, base_width=P.base_width)
             h = train.fit(net, train_set, lr=lr, epochs=P.lrt_epochs, batch_size=P.lrt_batch,
-                          seed=seed, progress=False, metrics=("loss",))
+                          seed=seed, progress=False, metrics=("loss",), on_nonfinite="stop")
             row.append(h["train_loss"].iloc[-1])
         losses.append(row)
     return lrs, losses

@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "toolkit"
 MAX_LINES = 800
-ANALYSIS = ("ntk", "collapse", "hessian", "landscape", "pruning", "spectra")
+ANALYSIS = ("ntk", "collapse", "hessian", "landscape", "pruning", "spectra", "landscape_convergence",
+            "pruning_bounds", "sharpness", "batches", "train", "_matrices")
 PRESENTATION = ("plotting", "widgets")
 
 

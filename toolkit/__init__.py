@@ -17,7 +17,8 @@ from .utils import get_device, seed_everything
 __version__ = "0.1.0"
 
 _LAZY = ("ntk", "landscape", "hessian", "collapse", "pruning", "spectra", "plotting", "widgets",
-         "cli", "distributed")
+         "cli", "distributed", "batches", "claims", "exercises", "landscape_convergence",
+         "pruning_bounds", "sharpness", "publish")
 
 __all__ = ["data", "models", "presets", "train", "utils", "get_device", "seed_everything",
            *_LAZY]

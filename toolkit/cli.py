@@ -66,6 +66,12 @@ NOT_A_SINGLE_FIT = {
                          "07_collapse_batches"),
     "pruning_theory": ("it compares pruning, rescaling and retraining schemes over several runs",
                        "08_pruning_theory"),
+    "landscape_convergence": ("it evaluates one trained net's loss on nested subsets over several "
+                              "seeds and orderings, not one fit", "09_landscape_convergence"),
+    "sharpness": ("it compares SAM, GD and hand-built interpolators on sparse parity over several "
+                  "seeds", "10_sharpness_generalisation"),
+    "pruning_bounds": ("it prunes one trained net at several sparsities and evaluates bounds",
+                       "11_pruning_bounds"),
 }
 
 

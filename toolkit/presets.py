@@ -144,6 +144,23 @@ register(
                   "sp_amounts": (0.0, 0.5, 0.8, 0.9, 0.95)}),
 )
 
+# --------------------------------------------------------------------------- 11 pruning bounds
+register(
+    "pruning_bounds",
+    # one-shot pruning of a trained MLP, no retraining; sketch constant c and 32-bit numbers
+    # (the float32 weights as they are) in the description lengths of toolkit.pruning_bounds
+    Preset("pruning_bounds", "toy", dataset="digits", model="mlp", widths=(128, 128), epochs=30,
+           batch_size=32, lr=0.05,
+           extra={"momentum": 0.9, "methods": ("magnitude", "random"),
+                  "amounts": (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99), "sketch_c": 1.0,
+                  "bits": 32, "delta": 0.05, "panel_sparsity": 0.7}),
+    Preset("pruning_bounds", "full", dataset="mnist1d", model="mlp", widths=(512, 512),
+           epochs=100, batch_size=64, lr=0.05,
+           extra={"momentum": 0.9, "methods": ("magnitude", "random"),
+                  "amounts": (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995), "sketch_c": 1.0,
+                  "bits": 32, "delta": 0.05, "panel_sparsity": 0.8}),
+)
+
 # --------------------------------------------------------------------------- 03 neural collapse
 register(
     "collapse",
@@ -298,4 +315,49 @@ register(
            widths=(2, 4, 8, 16, 24, 32), epochs=0, batch_size=None, lr=0.0,
            extra={"rank_dim": 2, "rank_size": 4, "rank_in_channels": 3, "rank_outputs": 4,
                   "rank_depth": 3, "rank_kernel": 3, "rank_samples": 256}),
+)
+
+# ---------------------------------------------------------------- 09 landscape convergence
+# Kiselev & Grabovoy 2024 (arXiv 2409.11995): a bias-free ReLU MLP (widths) trained with Adam on
+# the whole set (dataset, n_samples for mnist1d), per-object losses on a filter-normalised plane
+# ±span (steps per axis), |L_{k+1} − L_k| averaged over `orders` orderings (the paper: 100), the
+# top Hessian eigenvalue of L_k for eig_sizes over eig_orders orderings; n_seeds seeds.
+register(
+    "landscape_convergence",
+    Preset("landscape_convergence", "toy", dataset="digits", model="mlp", widths=(32, 32),
+           epochs=20, batch_size=64, lr=1e-3,
+           extra={"optimizer": "adam", "n_samples": None, "span": 0.5, "steps": 15,
+                  "orders": 20, "eig_sizes": (16, 32, 64, 128, 256, 512), "eig_orders": 8,
+                  "n_seeds": 3, "k_min": 10}),
+    Preset("landscape_convergence", "full", dataset="mnist1d", model="mlp",
+           widths=(32, 32, 32, 32), epochs=20, batch_size=64, lr=1e-3,
+           extra={"optimizer": "adam", "n_samples": 12500, "span": 0.5, "steps": 31,
+                  "orders": 100, "eig_sizes": (16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+                  "eig_orders": 16, "n_seeds": 3, "k_min": 10}),
+)
+
+# --------------------------------------------------------- 10 sharpness and generalisation
+# Wen, Li & Ma 2023 (arXiv 2307.11007): two-layer ReLU nets MLP(d, [n_train], 1) on the k-sparse
+# parity of {±1}^d (n_train distinct points; the test set: n_test unseen points, None = the rest
+# of the cube), full-batch GD and SAM (radius rho) under MSE for `epochs` at `lr` (biases) or
+# `lr_nobias` (no biases), one net per seed in `seeds`; tr(H) by Hutch++ with trace_samples.
+# The stable step size falls with the width (0.05 diverges at width 256), hence full's lower lr;
+# full's rho = 0.05: at 0.1 one of three SAM nets collapsed to a constant (measured on the CPU).
+# Flatness search (sharpness.minimise_sharpness, one net per seed): search_fit_steps of Adam at
+# search_lr on the loss alone, then search_steps with the penalty weight lowered geometrically
+# through search_weights (start, end).
+register(
+    "sharpness",
+    Preset("sharpness", "toy", dataset="sparse_parity", model="mlp", widths=(128,),
+           epochs=1000, batch_size=None, lr=0.05,
+           extra={"d": 10, "k": 2, "n_train": 128, "n_test": None, "rho": 0.1,
+                  "lr_nobias": 0.03, "seeds": (0, 1, 2), "trace_samples": 400,
+                  "search_steps": 300, "search_fit_steps": 100, "search_lr": 0.02,
+                  "search_weights": (0.1, 1e-3)}),
+    Preset("sharpness", "full", dataset="sparse_parity", model="mlp", widths=(256,),
+           epochs=4000, batch_size=None, lr=0.025,
+           extra={"d": 12, "k": 2, "n_train": 256, "n_test": None, "rho": 0.05,
+                  "lr_nobias": 0.015, "seeds": tuple(range(5)), "trace_samples": 800,
+                  "search_steps": 2000, "search_fit_steps": 200, "search_lr": 0.01,
+                  "search_weights": (0.1, 3e-4)}),
 )

@@ -16,7 +16,8 @@ import importlib
 
 from ._base import Verdict, panel_drawn
 
-_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning", "features", "curvature")
+_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning", "features", "curvature", "convergence",
+           "sharpness", "pruning_bounds")
 
 __all__ = ["Verdict", "panel_drawn", *_TOPICS]
 

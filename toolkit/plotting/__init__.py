@@ -9,7 +9,7 @@ import importlib
 from .base import axes_or_new, learning_curves, new_figure, set_theme
 
 _TOPICS = ("ntk", "landscape", "hessian", "collapse", "spectra", "pruning", "features", "curvature",
-           "base")
+           "convergence", "sharpness", "pruning_bounds", "base")
 
 __all__ = ["axes_or_new", "learning_curves", "new_figure", "set_theme", *_TOPICS]
 

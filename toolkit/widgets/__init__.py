@@ -12,7 +12,8 @@ import importlib
 
 from .panel import Panel, panel
 
-_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning", "features", "curvature")
+_TOPICS = ("tour", "ntk", "landscape", "collapse", "pruning", "features", "curvature", "convergence",
+           "sharpness", "pruning_bounds")
 
 __all__ = ["Panel", "panel", *_TOPICS]
 
