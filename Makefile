@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # idle OpenMP threads sleep instead of spinning: small toy runs on few cores stay fast
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup demo test lint lab bench bench-anchors clean sync
+.PHONY: setup demo test lint lab bench bench-anchors clean sync student hosting book app
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ $(STAMP): pyproject.toml Makefile
 	@# mup (a test-only reference for the muP parameterisation) declares torchvision, which would
 	@# pull another torch build; it imports without it, so install it alone
 	$(BIN)/python -m pip install --quiet --no-deps 'mup==1.0.0'
+	@# curvlinops (a test-only cross-check of toolkit.hessian) needs backpack-for-pytorch, which
+	@# declares torchvision; neither imports it, so they and their small deps install alone
+	$(BIN)/python -m pip install --quiet --no-deps 'curvlinops-for-pytorch==3.0.1' \
+	  'backpack-for-pytorch==1.7.1' 'einops==0.8.2' 'einconv==0.1.0' 'linear_operator==0.6.1' \
+	  'opt_einsum==3.4.0' 'unfoldNd==0.2.3'
 	$(BIN)/python -c "import torch, toolkit; print('toolkit ready: torch', torch.__version__, \
 	  '| cuda' if torch.cuda.is_available() else '| cpu')"
 	@touch $(STAMP)
@@ -39,7 +44,7 @@ demo: setup
 	$(BIN)/python -m toolkit.run_notebooks --out build
 
 lint: setup
-	$(BIN)/ruff check toolkit tests $(wildcard benchmarks) notebooks/*.py
+	$(BIN)/ruff check toolkit tests tools $(wildcard benchmarks) notebooks/*.py
 
 test: setup lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -78,6 +83,37 @@ bench-anchors: setup $(ANCHORS)/nt/.ok $(ANCHORS)/torch/.ok
 
 sync: setup
 	$(BIN)/jupytext --sync notebooks/*.py
+
+# The student edition: every notebook with its solution blocks replaced by their starters and its
+# outputs cleared, in build/student/ (the .py notebooks are the instructor edition)
+student: setup
+	$(BIN)/python -m toolkit.exercises.editions --out build/student
+
+# hosting.toml holds the repository URL: write it into every notebook's install cell (first code
+# cell; Colab, Kaggle and kernels without the toolkit install it from there) and the README badges
+hosting: setup
+	$(BIN)/python tools/hosting.py
+
+# The published forms (issue 19). `make book`: every notebook executed in its toy preset (cached in
+# build/executed: an unchanged notebook on unchanged package sources is not re-run) and built by
+# Jupyter Book 1 into build/book/_build/html, offline (MathJax served locally). Jupyter Book lives in
+# its own venv so its Sphinx pins never touch .venv. `make app NB=01`: that notebook's explorer
+# panels as a Voila app on http://localhost:8866 (code hidden).
+BOOK_VENV := build/venvs/book
+BOOK_SPEC := "jupyter-book==1.0.4.post1" "jupyter-server-mathjax==0.2.6"
+NB ?= 00
+
+$(BOOK_VENV)/.ok:
+	$(PYTHON) -m venv $(BOOK_VENV)
+	$(BOOK_VENV)/bin/python -m pip install --quiet $(BOOK_SPEC)
+	@touch $@
+
+book: setup $(BOOK_VENV)/.ok
+	$(BIN)/python -m toolkit.publish.book --out build/book --executed build/executed \
+	  --book-python $(BOOK_VENV)/bin/python
+
+app: setup
+	$(BIN)/python -m toolkit.publish.app $(NB) --out build/apps
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

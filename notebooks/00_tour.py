@@ -25,6 +25,38 @@
 # (`toolkit.train.fit`), presets (`toolkit.presets`), figures (`toolkit.plotting`) and interactive
 # panels (`toolkit.widgets`).
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0

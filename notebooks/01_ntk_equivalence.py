@@ -36,6 +36,38 @@
 # `OutputRecorder`, `GatedReLUMLP` and `to_relu`, with `models.MLP(..., parameterization="ntk")`
 # and `train.fit`. Change an argument in a cell and rerun it.
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -60,6 +92,11 @@ toolkit.seed_everything(SEED)
 DTYPE = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 print(preset)
 print("device:", device)
+
+# %%
+from toolkit import exercises
+
+ex = exercises.load("01")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
 
 # %% [markdown]
 # ## 1. At initialisation the empirical NTK converges to the infinite-width kernel
@@ -102,6 +139,51 @@ self_check(verdict, f"empirical NTK -> analytic NTK as width grows (slope {verdi
                     f"about -1/2; error {verdict['final_error']:.3f} at width {mean_error.index[-1]})")
 
 # %% [markdown]
+# ### Exercise 1.1 · One entry of the NTK by hand
+#
+# Compute $\Theta(x_0, x_1) = \nabla_\theta f(x_0)\cdot\nabla_\theta f(x_1)$ for the last network of
+# the loop above (`net`) and the first two inputs of `x_conv`, with `torch.autograd.grad`, and let the
+# check compare it with `ntk.empirical_ntk`. Stuck? `ex.ntk_entry.hint()` (call again for the next
+# hint); `ex.ntk_entry.solution()` shows an answer.
+
+# %%
+### BEGIN SOLUTION
+params = list(net.parameters())
+g0 = torch.autograd.grad(net(x_conv[:1]).sum(), params)
+g1 = torch.autograd.grad(net(x_conv[1:2]).sum(), params)
+answer = sum((a * b).sum() for a, b in zip(g0, g1))
+### END SOLUTION
+### STARTER answer = ...  # Θ(x₀, x₁), a number
+
+# %%
+ex.ntk_entry.check(answer, net=net, x_conv=x_conv)
+
+# %% [markdown]
+# ### Exercise 1.2 · One layer of the infinite-width recursion
+#
+# `ntk.analytic_ntk` runs a layer-wise recursion. Write its ReLU step: given the covariance
+# $\Sigma$ of a layer's pre-activations ($N\times N$), return
+# $\Sigma'(x, y) = \frac{\sigma_w^2}{2\pi}\sqrt{\Sigma_{xx}\Sigma_{yy}}\,\big(\sin\theta + (\pi - \theta)\cos\theta\big)$
+# with $\cos\theta = \Sigma_{xy}/\sqrt{\Sigma_{xx}\Sigma_{yy}}$ (the arc-cosine kernel of Cho & Saul
+# 2009). The check runs your function on hidden cases, repeated and antipodal inputs included.
+
+# %%
+### BEGIN SOLUTION
+def relu_nngp(cov, sigma_w2=2.0):
+    d = torch.sqrt(torch.diagonal(cov))
+    norm = d[:, None] * d[None, :]
+    cos = (cov / norm).clamp(-1.0, 1.0)
+    theta = torch.arccos(cos)
+    return sigma_w2 / (2 * math.pi) * norm * (torch.sin(theta) + (math.pi - theta) * cos)
+### END SOLUTION
+### STARTER def relu_nngp(cov, sigma_w2=2.0):
+### STARTER     """Sigma'(x, y) for every pair of inputs: an N x N tensor."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.relu_nngp.check(relu_nngp)
+
+# %% [markdown]
 # ## 2. Lazy training: the kernel stops moving as the width grows
 #
 # **Claim** (Jacot et al. 2018; Lee et al. 2019, arXiv 1902.06720). Under the NTK
@@ -117,6 +199,20 @@ self_check(verdict, f"empirical NTK -> analytic NTK as width grows (slope {verdi
 # ($\eta' = 2\eta/N$, the function-space step of section 3; `ntk.stable_lr`). The mean-field net
 # is the same NTK-parameterised MLP with its output multiplied by $1/\sqrt n$ (`ntk.OutputScale`)
 # and trained with $n$ times the step size.
+
+# %% [markdown]
+# ### Exercise 2.1 · Predict before you run
+#
+# Over the widths of the sweep, the NTK-scaling drift falls like $n^{-1/2}$. What will the
+# *mean-field* net's drift do from the narrowest to the widest net? (a) shrink by more than 2×, like
+# the NTK scaling; (b) change by less than a factor 2; (c) grow by more than 2×. Commit to a letter
+# *before* running the next cell; the check after the experiment compares it with what happened.
+
+# %%
+### BEGIN SOLUTION
+answer = "b"
+### END SOLUTION
+### STARTER answer = ...  # "a", "b" or "c"
 
 # %%
 train_1d, test_1d = data.regression_1d(n_train=preset.n_train, n_test=preset.n_test,
@@ -157,6 +253,9 @@ self_check(verdict, f"NTK-scaling drift shrinks with width (slope {verdict['ntk_
                     f"mean-field drift stays {verdict['drift_ratio']:.0f}x larger (slope "
                     f"{verdict['mf_slope']:.2f}) at equal training loss (ratio "
                     f"{verdict['loss_ratio_min']:.2f}-{verdict['loss_ratio_max']:.2f})")
+
+# %%
+ex.drift_prediction.check(answer, lazy=lazy)
 
 # %% [markdown]
 # ## 3. Equivalence: a wide network predicts like kernel regression with its NTK
@@ -243,6 +342,24 @@ fig = ntk_plots.spectral_bias(decay)
 verdict = claims.ntk.spectral_bias(decay, at_step=steps[2])
 self_check(verdict, f"residual along eigenvector i decays like (1 - eta' lambda_i)^t (max "
                     f"deviation {verdict['max_deviation']:.3f}); larger eigenvalues are learned first")
+
+# %% [markdown]
+# ### Exercise 4.1 · The decay rates, from the eigenvalues
+#
+# Predict the fraction of the residual left along each of the top `preset.n_modes` eigenvectors
+# of $\Theta_0$ (`k_widest`) after `steps[2]` steps: $(1 - \eta'\lambda_i)^t$ with $\eta' = 2\eta/N$
+# ($\eta$ = `lr`, $N$ = `n`), the largest eigenvalue first, as a vector. Compare it with the
+# `measured` column of `decay` at that step.
+
+# %%
+### BEGIN SOLUTION
+eig = torch.linalg.eigvalsh(k_widest).flip(0)[: preset.n_modes]
+answer = (1 - 2 * lr / n * eig) ** steps[2]
+### END SOLUTION
+### STARTER answer = ...  # a vector of preset.n_modes fractions
+
+# %%
+ex.mode_decay.check(answer, k_widest=k_widest, lr=lr, n=n, t=steps[2], n_modes=preset.n_modes)
 
 # %% [markdown]
 # ## 5. Fixed activation patterns: a surrogate whose kernel never moves
@@ -357,6 +474,16 @@ for r in rows:
                       f"and on the {v['coverage']:.0%} of unseen inputs the margin covers; "
                       f"{v['exact_fraction']:.0%} of unseen inputs within 1e-5, max error "
                       f"{v['unseen_max_error']:.2g}")
+
+# %% [markdown]
+# ### Exercise 5.1 · Thought question
+#
+# Why is the gated net's kernel constant during training at any width, while a ReLU net's kernel
+# only freezes as the width grows? What does the gated net give up in exchange? Discuss, then
+# compare with `ex.why_constant_kernel.solution()`.
+
+# %%
+ex.why_constant_kernel.check()
 
 # %% [markdown]
 # ## 6. Explore: network vs kernel, by width and training time

@@ -29,6 +29,38 @@
 # **self-check** that asserts the claim. The toy preset runs in well under a minute on a laptop
 # CPU; `PRESET = "full"` is the paper-scale version for a GPU.
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -53,6 +85,11 @@ device = toolkit.get_device(DEVICE)
 toolkit.seed_everything(SEED)
 plotting.set_theme()
 print(preset.name, "preset on", device)
+
+# %%
+from toolkit import exercises
+
+ex = exercises.load("02")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
 
 # %% [markdown]
 # ## 1. The straight path from initialisation to solution is monotone
@@ -90,6 +127,27 @@ print(history[["epoch", "train_loss", "train_acc", "test_acc"]].iloc[[0, -1]])
 verdict = claims.landscape.monotone_path(path)
 self_check(verdict, f"the loss falls monotonically from init ({verdict['start_loss']:.3f}) to the "
            f"solution ({verdict['end_loss']:.3f}); largest rise on [0, 1]: {verdict['max_rise']:.1e}")
+
+# %% [markdown]
+# ### Exercise 1.1 · The midpoint of the path, by hand
+#
+# Build the network halfway along the line, $\theta(\tfrac12) = (\theta_0 + \theta_1)/2$, from `init`
+# ($\theta_0$) and `model` ($\theta_1$), and compute its cross-entropy on the whole `train_set` in eval
+# mode. It should match the curve above at $\alpha = 0.5$. Hints: `ex.midpoint_loss.hint()`.
+
+# %%
+### BEGIN SOLUTION
+mid = copy.deepcopy(model).eval()
+with torch.no_grad():
+    for p_mid, p0, p1 in zip(mid.parameters(), init.parameters(), model.parameters()):
+        p_mid.copy_((p0 + p1) / 2)
+    x, y = train_set.tensors
+    answer = torch.nn.functional.cross_entropy(mid(x.to(device)), y.to(device))
+### END SOLUTION
+### STARTER answer = ...  # the training loss at (θ₀ + θ₁)/2
+
+# %%
+ex.midpoint_loss.check(answer, init=init, model=model, train_set=train_set)
 
 # %% [markdown]
 # ## 2. Filter-normalised surfaces: skip connections keep the landscape convex-looking
@@ -180,6 +238,29 @@ print(f"max relative difference: filter-normalised {filter_diff:.1e}, unnormalis
 self_check(claims.landscape.filter_normalisation_invariant(same_function, filter_diff, none_diff),
            "filter-normalised surfaces are invariant to a function-preserving rescaling, "
            "unnormalised ones are not")
+
+# %% [markdown]
+# ### Exercise 2.1 · Filter normalisation for one layer
+#
+# Write `filter_normalise(direction, weight)`: rescale every filter of `direction` to the norm of the
+# same filter of `weight`, $d_i \leftarrow d_i\,\|\theta_i\|/\|d_i\|$. A filter is a slice along
+# dimension 0: a row of a linear layer, one output channel (all its input channels and kernel
+# entries) of a conv kernel. The check runs it on hidden layers, a conv kernel and a dead neuron
+# included, against `landscape.random_direction`'s rule.
+
+# %%
+### BEGIN SOLUTION
+def filter_normalise(direction, weight):
+    d = direction.reshape(direction.shape[0], -1)
+    w = weight.reshape(weight.shape[0], -1)
+    return (d * w.norm(dim=1, keepdim=True) / d.norm(dim=1, keepdim=True)).reshape(direction.shape)
+### END SOLUTION
+### STARTER def filter_normalise(direction, weight):
+### STARTER     """direction with each filter rescaled to the norm of the same filter of weight."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.filter_normalise.check(filter_normalise)
 
 # %% [markdown]
 # ## 3. The optimisation trajectory lives in a low-dimensional plane
@@ -310,6 +391,16 @@ verdict = claims.landscape.sharpness_order(gd, sgd, sam)
 self_check(verdict, f"λ_max: full-batch GD {gd:.2f} > small-batch SGD {sgd:.2f} > SAM {sam:.2f}")
 
 # %% [markdown]
+# ### Exercise 5.1 · Thought question
+#
+# The rescaling of section 2 (one layer × α, the next × 1/α) leaves the function unchanged. What
+# does it do to λ_max, and what does that say about λ_max as a measure of flatness in this section?
+# Discuss, then compare with `ex.is_lambda_max_flatness.solution()`.
+
+# %%
+ex.is_lambda_max_flatness.check()
+
+# %% [markdown]
 # ## 6. Edge of stability
 #
 # **Claim** (Cohen, Kaur, Li, Kolter & Talwalkar 2021, arXiv 2103.00065): gradient descent with
@@ -323,6 +414,20 @@ self_check(verdict, f"λ_max: full-batch GD {gd:.2f} > small-batch SGD {sgd:.2f}
 # steps, overshoots by 13–19 %, falls back (a catapult: the loss spikes) and then stays within
 # ±10 % of 2/η — mostly just above it, crossing it 3–7 times — while the loss, rising on one
 # step in four or five, ends 2–3.5× lower than where the edge was reached.
+
+# %% [markdown]
+# ### Exercise 6.1 · Predict before you run
+#
+# Full-batch GD at $\eta$ = `p.eos_lr`. On a quadratic, GD diverges once the curvature exceeds
+# $2/\eta$. Where will λ_max be over the second half of training? (a) well below $2/\eta$ (under 80 %
+# of it); (b) around $2/\eta$ (within ±20 %); (c) far above it (over 120 %). Commit to a letter before
+# running the next cell.
+
+# %%
+### BEGIN SOLUTION
+answer = "b"
+### END SOLUTION
+### STARTER answer = ...  # "a", "b" or "c"
 
 # %%
 eos_train = data.subsample(digits_train, p.eos_n_train, seed=SEED)
@@ -354,6 +459,9 @@ self_check(eos, f"λ_max reaches 2/η = {eos['threshold']:g} at step {eos['first
            f"the steps yet falls from {eos['loss_at_crossing']:.3f} to {eos['final_loss']:.4f}")
 self_check(control, f"the control η = {p.eos_control_lr:g} never reaches 2/η = "
            f"{control['threshold']:g} (λ_max at most {control['peak']:.2f})")
+
+# %%
+ex.eos_prediction.check(answer, history=eos_hist[f"GD, η = {p.eos_lr:g}"], lr=p.eos_lr)
 
 # %% [markdown]
 # ## 7. Class imbalance: minority classes sit at saddle points

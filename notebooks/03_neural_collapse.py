@@ -29,6 +29,38 @@
 # samples, Σ_B over the C classes, global mean = mean of the class means). NC1 is computed
 # exactly as ‖R M⁺‖²_F / N, streaming, without ever forming a d × d matrix.
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -48,6 +80,11 @@ preset = presets.get_preset("collapse", PRESET)
 device = toolkit.get_device(DEVICE)
 toolkit.seed_everything(SEED)
 print(preset)
+
+# %%
+from toolkit import exercises
+
+ex = exercises.load("03")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
 
 # %% [markdown]
 # ## 1 · The terminal phase of training
@@ -111,6 +148,35 @@ self_check(verdict, f"NC4: classifier = nearest class mean on {100 * verdict['ag
            "of the training set (>= 99%)")
 
 # %% [markdown]
+# ### Exercise 1.1 · NC1 from the class means
+#
+# Write `nc1(features, labels)`: NC1 $= \operatorname{tr}(\Sigma_W\Sigma_B^+)/C$ with
+# $\Sigma_W = \frac1N\sum_i (h_i - \mu_{y_i})(h_i - \mu_{y_i})^\top$,
+# $\Sigma_B = \frac1C\sum_c (\mu_c - \mu_G)(\mu_c - \mu_G)^\top$, $\mu_G$ the mean of the class
+# means and $^+$ the pseudo-inverse; labels are $0,\dots,C-1$. The check runs it on the features
+# above and on hidden cases (imbalanced classes, fewer dimensions than classes) against
+# `collapse.nc_metrics`.
+
+# %%
+### BEGIN SOLUTION
+def nc1(features, labels):
+    features = features.double()
+    n_classes = int(labels.max()) + 1
+    means = torch.stack([features[labels == c].mean(0) for c in range(n_classes)])
+    centred = means - means.mean(0)
+    sigma_b = centred.T @ centred / n_classes
+    resid = features - means[labels]
+    sigma_w = resid.T @ resid / len(features)
+    return torch.trace(sigma_w @ torch.linalg.pinv(sigma_b)) / n_classes
+### END SOLUTION
+### STARTER def nc1(features, labels):
+### STARTER     """NC1 = tr(Sigma_W pinv(Sigma_B)) / C, a number."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.nc1_by_hand.check(nc1, features=features, labels=labels)
+
+# %% [markdown]
 # ## 2 · The unconstrained-features model
 #
 # **Claim** (Fang, He, Long & Su 2021, arXiv 2101.12699): if the features are free parameters
@@ -134,6 +200,41 @@ fig = nc_plots.metrics_vs_epoch(balanced.history, x="step", title="balanced UFM 
 fig = nc_plots.class_means_view(balanced.features, balanced.labels, dims=3, weight=balanced.weight,
                                 title=f"{preset.ufm_classes} classes: free features, class means "
                                       "and classifier rows")
+
+# %% [markdown]
+# ### Exercise 2.1 · How close to a simplex ETF?
+#
+# From the balanced UFM's free features (`balanced.features`, `balanced.labels`), compute the
+# class means, centre them at their mean, and return the average cosine over the pairs of
+# *different* classes. A simplex ETF has $-1/(C-1)$.
+
+# %%
+### BEGIN SOLUTION
+feats, labs = balanced.features.double(), balanced.labels
+n_cls = preset.ufm_classes
+means = torch.stack([feats[labs == c].mean(0) for c in range(n_cls)])
+centred = means - means.mean(0)
+unit = centred / centred.norm(dim=1, keepdim=True)
+answer = ((unit @ unit.T).sum() - n_cls) / (n_cls * (n_cls - 1))
+### END SOLUTION
+### STARTER answer = ...  # the mean off-diagonal cosine, a number
+
+# %%
+ex.mean_cosine.check(answer, balanced=balanced)
+
+# %% [markdown]
+# ### Exercise 2.2 · Predict before you run
+#
+# In the sweep below the minority classes keep $1/R$ of the samples, $R$ from 1 to
+# `max(preset.mc_ratios)`. As $R$ grows, the distance between the minority classifier rows
+# (a) stays about the same (within a factor 2); (b) shrinks by more than 2×; (c) grows by more than
+# 2×? Commit to a letter before running the next cell.
+
+# %%
+### BEGIN SOLUTION
+answer = "b"
+### END SOLUTION
+### STARTER answer = ...  # "a", "b" or "c"
 
 # %%
 n_minority = preset.mc_classes // 2  # step imbalance: the last half of the classes are small
@@ -165,6 +266,9 @@ verdict = claims.collapse.minority_collapse_curve(curve)
 self_check(verdict, f"minority collapse: the distance between minority classifier rows shrinks "
            f"monotonically from {verdict['first']:.2f} to {verdict['last']:.1e} (relative to the "
            f"row norm) as the ratio grows to {curve['ratio'].iloc[-1]:g}")
+
+# %%
+ex.minority_prediction.check(answer, curve=curve)
 
 # %% [markdown]
 # ## 3 · Deep linear networks and the orthogonal frame
@@ -208,6 +312,16 @@ verdict = claims.collapse.matches_closed_form(predicted["measured_feature_norm"]
                                               predicted["feature_norm"])
 self_check(verdict, f"one-layer norms match the closed form (max relative error "
            f"{verdict['max_rel_error']:.1e} < 1e-2)")
+
+# %% [markdown]
+# ### Exercise 3.1 · Thought question
+#
+# The bias-free linear UFM ends in an orthogonal frame, not a simplex ETF. Why does the missing bias
+# change the shape of the frame? (What does a simplex ETF need that an orthogonal frame does not?)
+# Discuss, then compare with `ex.why_orthogonal.solution()`.
+
+# %%
+ex.why_orthogonal.check()
 
 # %% [markdown]
 # ## 4 · Supervised contrastive loss: ReLU restores symmetry

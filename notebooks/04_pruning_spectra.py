@@ -30,6 +30,38 @@
 # We train a small MLP on the 8×8 digits, read its spectra (`toolkit.spectra`), prune it four ways
 # (`toolkit.pruning`), look for lottery tickets, and tie all of it to accuracy.
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -55,6 +87,13 @@ in_dim, n_classes = train_set.tensors[0].shape[1], data.n_classes(train_set)
 exclude, scope = preset.exclude, preset.scope
 print(preset)
 print(f"{preset.dataset}: {len(train_set)} train / {len(test_set)} test, device {device}")
+
+# %%
+import torch
+
+from toolkit import exercises
+
+ex = exercises.load("04")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
 
 # %% [markdown]
 # ## 1. Spectra at initialisation and after training
@@ -117,6 +156,44 @@ self_check(bulk, f"at init every hidden layer's largest eigenvalue sits at the M
 spikes = claims.pruning.spikes_above_shuffled(report, hidden)
 self_check(spikes, f"after training every hidden layer has more eigenvalues above the bulk edge "
                    f"({spikes['n_spikes']}) than its shuffled copy ({spikes['n_spikes_shuffled']})")
+
+# %% [markdown]
+# ### Exercise 1.1 · The Marchenko–Pastur edge by hand
+#
+# Compute the upper edge $\lambda_+ = \sigma^2(\sqrt N + \sqrt M)^2$ for the first hidden layer at
+# initialisation (`init`, layer `hidden[0]`; $N\times M$ the weight's shape, $\sigma^2$ the variance
+# of its entries) and compare it with the `mp_edge` column of `report_init`.
+
+# %%
+### BEGIN SOLUTION
+w = dict(pruning.prunable_layers(init))[hidden[0]].weight.detach()
+n_rows, n_cols = w.shape
+answer = w.var(unbiased=False) * (n_rows ** 0.5 + n_cols ** 0.5) ** 2
+### END SOLUTION
+### STARTER answer = ...  # λ₊, a number
+
+# %%
+ex.mp_edge.check(answer, init=init, layer=hidden[0])
+
+# %% [markdown]
+# ### Exercise 1.2 · Fit α by the Clauset–Shalizi–Newman formula
+#
+# For the *trained* first hidden layer, fit $\hat\alpha = 1 + n\big/\sum_i \ln(\lambda_i/x_{\min})$,
+# the sum over the $n$ eigenvalues $\lambda_i \ge x_{\min}$ of $W^\top W$ (`spectra.esd`), with
+# $x_{\min}$ the `xmin` that `report` found for that layer. It should reproduce `report`'s `alpha`.
+
+# %%
+### BEGIN SOLUTION
+ev = spectra.esd(dict(pruning.prunable_layers(model))[hidden[0]].weight.detach().double())
+xmin = report.set_index("name").loc[hidden[0], "xmin"]
+tail = ev[ev >= xmin]
+answer = 1 + len(tail) / torch.log(tail / xmin).sum()
+### END SOLUTION
+### STARTER answer = ...  # the fitted exponent, a number
+
+# %%
+ex.fit_alpha.check(answer, model=model, layer=hidden[0],
+                   xmin=report.set_index("name").loc[hidden[0], "xmin"])
 
 # %% [markdown]
 # ## 2. Pruning 0–95 %: magnitude, random, element-wise L2 sampling, structured
@@ -211,6 +288,38 @@ self_check(misorder, f"at 50/75/90% sparsity L2 sampling has a larger operator e
                      f"{at75['acc'][1]:.3f}): the operator norm alone does not rank methods")
 
 # %% [markdown]
+# ### Exercise 2.1 · Magnitude pruning for one layer
+#
+# Write `magnitude_prune(weight, amount)`: a copy of `weight` whose $k = \operatorname{round}(\text{amount}\cdot\text{numel})$
+# entries of smallest magnitude $|w|$ are zero, the rest unchanged, `weight` itself untouched. The
+# check runs it on hidden cases and on the trained layer `hidden[0]` against a reference.
+
+# %%
+### BEGIN SOLUTION
+def magnitude_prune(weight, amount):
+    flat = weight.reshape(-1).clone()
+    k = round(amount * flat.numel())
+    flat[torch.argsort(flat.abs())[:k]] = 0
+    return flat.reshape(weight.shape)
+### END SOLUTION
+### STARTER def magnitude_prune(weight, amount):
+### STARTER     """A copy of weight with its round(amount * numel) smallest-|w| entries set to zero."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.magnitude_prune.check(magnitude_prune, model=model, layer=hidden[0])
+
+# %% [markdown]
+# ### Exercise 2.2 · Thought question
+#
+# L2 sampling has a *larger* operator-norm error than random pruning from 50 % on, and yet a higher
+# accuracy. How can both be true? Which part of the spectrum does each method damage? Discuss, then
+# compare with `ex.operator_vs_accuracy.solution()`.
+
+# %%
+ex.operator_vs_accuracy.check()
+
+# %% [markdown]
 # ## 3. Lottery tickets at toy scale
 #
 # **Claim** (Frankle & Carbin 2019, arXiv 1803.03635): iterative magnitude pruning (train, prune
@@ -226,6 +335,20 @@ self_check(misorder, f"at 50/75/90% sparsity L2 sampling has a larger operator e
 # We run IMP, rewinding to the initialisation ($k=0$), at a small and at a large learning rate, and
 # at the large one also rewinding to epoch $k$ = `preset.late_rewind_epoch` (the control then
 # trains the same $T-k$ epochs from a fresh initialisation).
+
+# %% [markdown]
+# ### Exercise 3.1 · Predict before you run
+#
+# At the small learning rate the ticket should beat the re-initialised mask. At the large learning
+# rate, the ticket's final advantage (ticket − control accuracy) will be (a) larger, more than 2×;
+# (b) about the same, within a factor 2; (c) smaller, less than half? Commit before running the
+# next cell.
+
+# %%
+### BEGIN SOLUTION
+answer = "c"
+### END SOLUTION
+### STARTER answer = ...  # "a", "b" or "c"
 
 # %%
 runs = [(lr, preset.rewind_epoch) for lr in preset.lottery_lrs]
@@ -268,6 +391,9 @@ self_check(shrinks, f"at the large learning rate the ticket's advantage shrinks 
                     f" the winning property depends on the learning rate")
 print(f"rewinding to epoch {preset.late_rewind_epoch} at the large learning rate: ticket - control "
       f"{claims.pruning.winning_ticket(rewound)['gap']:.3f} (no claim made)")
+
+# %%
+ex.lottery_prediction.check(answer, small_lr=small_lr, large_lr=large_lr)
 
 # %% [markdown]
 # ## 4. One slider for sparsity: spectrum, singular values and accuracy together

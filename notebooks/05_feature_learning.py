@@ -30,6 +30,38 @@
 # rate trains μP. (Under Adam a global rate is not μP: see the `MuPLinear` docstring.) The test
 # suite checks these scales step for step against the `mup` package's `MuSGD` and `MuReadout`.
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -51,6 +83,11 @@ device = toolkit.get_device(DEVICE)
 toolkit.seed_everything(SEED)
 print(preset)
 print("device:", device)
+
+# %%
+from toolkit import exercises
+
+ex = exercises.load("05")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
 
 # %% [markdown]
 # ## 1. The coordinate check: μP features move by Θ(1) at every width
@@ -108,6 +145,44 @@ self_check(verdict, f"coordinate check: μP flat (max |slope| {verdict['mup_max_
                     f"(max slope {verdict['ntk_max_slope']:.2f})")
 
 # %% [markdown]
+# ### Exercise 1.1 · The coordinate check's measure
+#
+# Write `rms_change(before, after)` for one layer: the root-mean-square coordinate of the change
+# of its pre-activations, $\sqrt{\mathrm{mean}_{i,j}\,(h'_{ij} - h_{ij})^2}$, for two
+# (inputs × units) tensors. `feature_learning.rms_change` does this for every layer; the check runs
+# yours on hidden cases, a wide layer and an unchanged one included. Stuck?
+# `ex.rms_change.hint()` (call again for the next hint); `ex.rms_change.solution()` shows an answer.
+
+# %%
+### BEGIN SOLUTION
+def rms_change(before, after):
+    return (after - before).pow(2).mean().sqrt()
+### END SOLUTION
+### STARTER def rms_change(before, after):
+### STARTER     """The RMS coordinate of after - before, a number."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.rms_change.check(rms_change)
+
+# %% [markdown]
+# ### Exercise 1.2 · μP's learning rate for the readout
+#
+# With one global SGD rate $\eta$ = `preset.lr`, what effective step does the readout of the
+# widest net of section 2 take ($n$ = `max(preset.lrt_widths)`, $n_0$ = `preset.base_width`)? Use
+# the scales of the introduction; the check compares your number with the library's μP layer
+# (`net.head.weight_scale ** 2 * preset.lr`).
+
+# %%
+### BEGIN SOLUTION
+answer = preset.lr / (max(preset.lrt_widths) / preset.base_width)
+### END SOLUTION
+### STARTER answer = ...  # the readout's effective step, a number
+
+# %%
+ex.readout_step.check(answer, preset=preset)
+
+# %% [markdown]
 # ## 2. Learning-rate transfer: the best rate stays put under μP
 #
 # **Claim** (μTransfer, Yang et al. 2022, arXiv 2203.03466, Fig. 1). Sweep a log grid of
@@ -115,6 +190,20 @@ self_check(verdict, f"coordinate check: μP flat (max |slope| {verdict['mup_max_
 # curves line up and the best rate does not move as width grows (and wider is better at every
 # rate); under SP the best rate drifts towards smaller values, because the readout's update grows
 # like the width.
+
+# %% [markdown]
+# ### Exercise 2.1 · Predict before you run
+#
+# Under the *standard* parameterisation, where will the widest net's best learning rate sit
+# compared with the narrowest net's? (a) within one octave of it; (b) more than one octave lower;
+# (c) more than one octave higher. Commit to a letter *before* running the next cell; the check
+# after the experiment compares it with what happened.
+
+# %%
+### BEGIN SOLUTION
+answer = "b"
+### END SOLUTION
+### STARTER answer = ...  # "a", "b" or "c"
 
 # %%
 lrt_train, _ = data.gaussian_mixture(n_samples=preset.lrt_samples, n_classes=preset.lrt_classes,
@@ -125,9 +214,10 @@ for par, width, log2_lr in tqdm([(p, w, k) for p in ("mup", "standard") for w in
     torch.manual_seed(SEED)
     net = models.MLP(preset.lrt_dim, [width] * preset.lrt_depth, preset.lrt_classes,
                      parameterization=par, base_width=preset.base_width).to(device)
+    # the largest rates diverge on purpose: "stop" records that as a final loss of inf
     history = train.fit(net, lrt_train, lr=2.0**log2_lr, epochs=preset.lrt_epochs,
                         batch_size=preset.lrt_batch, seed=SEED, device=device, progress=False,
-                        metrics=("loss",))
+                        metrics=("loss",), on_nonfinite="stop")
     rows.append({"parameterization": par, "width": width, "lr": 2.0**log2_lr,
                  "loss": history["train_loss"].iloc[-1]})
 lrt = pd.DataFrame(rows)
@@ -150,6 +240,19 @@ print(verdict)
 self_check(verdict, f"best log2 lr under μP {verdict['mup_best_log2_lr']} (shift "
                     f"{verdict['mup_shift']:+.0f}), under SP {verdict['standard_best_log2_lr']} "
                     f"(shift {verdict['standard_shift']:+.0f})")
+
+# %%
+ex.sp_best_rate.check(answer, lrt=lrt)
+
+# %% [markdown]
+# ### Exercise 2.2 · Thought question
+#
+# μP at width $n = n_0$ is exactly the standard parameterisation. Why, and why does that make
+# μTransfer work (tune the rate at width $n_0$, reuse it at $8 n_0$)? Discuss, then compare with
+# `ex.why_base_width.solution()`.
+
+# %%
+ex.why_base_width.check()
 
 # %% [markdown]
 # **Explore.** Slide the width: the solid curve is the loss on the rate grid at that width, the

@@ -25,6 +25,38 @@
 # $\tau = \max(\mathrm{atol}, \mathrm{rtol}\,\sigma_{\max})$, with $\mathrm{rtol} = P\,\varepsilon_{64}$
 # by default (numpy's `matrix_rank` rule), and returns $\tau$ with the rank.
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -47,6 +79,11 @@ device = toolkit.get_device(DEVICE)  # the dense float64 Hessians below run on t
 toolkit.seed_everything(SEED)
 print(preset)
 
+# %%
+from toolkit import exercises
+
+ex = exercises.load("06")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
+
 # %% [markdown]
 # ## 1. The Hessian's rank grows like √(number of parameters)
 #
@@ -56,6 +93,21 @@ print(preset)
 # average-pooled readout, no biases), the same CNN with ReLUs, and a linear MLP with two hidden
 # layers of about the same parameter count, at initialisation, under MSE to random targets.
 # (The paper also derives closed-form bounds for linear CNNs; they are not reproduced here.)
+
+# %% [markdown]
+# ### Exercise 1.1 · Predict before you run
+#
+# The linear CNN's Hessian is rank-deficient because a product of linear maps has many
+# parameterisations. What about the *linear MLP* of about the same size (two hidden layers, no
+# biases)? At the largest size its Hessian will be (a) (nearly) full rank, rank ≥ 90 % of the
+# parameter count; (b) rank-deficient, below 90 %. Commit to a letter *before* running the next
+# cell; the check after the self-check compares it with what happened.
+
+# %%
+### BEGIN SOLUTION
+answer = "b"
+### END SOLUTION
+### STARTER answer = ...  # "a" or "b"
 
 # %%
 d_in = preset.rank_in_channels * preset.rank_size**preset.rank_dim
@@ -99,6 +151,52 @@ print(verdict)
 self_check(verdict, f"linear CNN: rank ∝ #params^{verdict['slope']:.2f}; the largest Hessian has "
                     f"rank {verdict['rank_fraction']:.0%} of its size")
 
+# %%
+ex.mlp_rank_prediction.check(answer, ranks=ranks)
+
+# %% [markdown]
+# ### Exercise 1.2 · The numerical rank
+#
+# Write `numerical_rank(H)`: the number of singular values of `H` above
+# $\tau = \max(\text{shape})\cdot\varepsilon\cdot\sigma_{\max}$, with $\varepsilon$ the machine
+# epsilon of `H`'s own dtype (`torch.finfo(H.dtype).eps`). It must agree with
+# `hessian.numerical_rank(H).rank`; the check runs it on hidden cases, an indefinite Hessian (as at
+# initialisation) and a tiny-scale one included. Stuck? `ex.numerical_rank.hint()`;
+# `ex.numerical_rank.solution()` shows an answer.
+
+# %%
+### BEGIN SOLUTION
+def numerical_rank(H):
+    sv = torch.linalg.svdvals(H)
+    if sv.numel() == 0 or float(sv.max()) == 0.0:
+        return 0
+    tol = max(H.shape) * torch.finfo(H.dtype).eps * sv.max()
+    return int((sv > tol).sum())
+### END SOLUTION
+### STARTER def numerical_rank(H):
+### STARTER     """The number of singular values of H above max(H.shape) * eps * sigma_max, an int."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.numerical_rank.check(numerical_rank)
+
+# %% [markdown]
+# ### Exercise 1.3 · The slope, by hand
+#
+# From the `ranks` table, compute the log–log slope of the linear CNN's rank against its parameter
+# count over the two largest nets, $\log(r_2/r_1)/\log(P_2/P_1)$, the number the self-check tests.
+
+# %%
+### BEGIN SOLUTION
+by_size = ranks[ranks["model"] == "linear CNN"].sort_values("n_params")
+p, r = by_size["n_params"].to_numpy(dtype=float), by_size["rank"].to_numpy(dtype=float)
+answer = np.log(r[-1] / r[-2]) / np.log(p[-1] / p[-2])
+### END SOLUTION
+### STARTER answer = ...  # the slope, a number (√P predicts 1/2)
+
+# %%
+ex.rank_slope.check(answer, ranks=ranks)
+
 # %% [markdown]
 # **What did not reproduce at this scale.** The ReLU CNN's Hessian is (nearly) full rank at
 # every size here: at initialisation with random targets the residual term of the Hessian
@@ -118,6 +216,16 @@ panel
 # %%
 verdict = claims.panel_drawn(panel, n_axes=2)
 self_check(verdict, f"rank panel drawn headless ({verdict['axes']} panels, none empty)")
+
+# %% [markdown]
+# ### Exercise 1.4 · Thought question
+#
+# The Hessian of the MSE is its Gauss–Newton part plus the residual (functional) part. Which of the
+# two makes the ReLU CNN's Hessian (nearly) full rank here, and what would you change to see
+# rank-deficiency for ReLU nets? Discuss, then compare with `ex.why_relu_full_rank.solution()`.
+
+# %%
+ex.why_relu_full_rank.check()
 
 # %% [markdown]
 # ## Try it yourself

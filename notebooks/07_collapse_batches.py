@@ -29,6 +29,38 @@
 # trainable vector per sample, then a ReLU) with `toolkit.train.fit` three ways: full batch, random
 # mini-batches, and bound mini-batches (`toolkit.collapse.BatchBindingSampler`).
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -55,6 +87,13 @@ indices = torch.arange(len(labels))  # sample i's input is its index: a free emb
 print(preset)
 print(f"class counts {counts}, embedding dimension {preset.dim}, batches of {preset.batch_size}")
 
+# %%
+import math
+
+from toolkit import exercises
+
+ex = exercises.load("07")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
+
 # %% [markdown]
 # ## 1. Full batch, random batches, bound batches
 #
@@ -65,6 +104,20 @@ print(f"class counts {counts}, embedding dimension {preset.dim}, batches of {pre
 #
 # How often does a random batch miss a class? With two classes of 4 samples among 56 and batches
 # of 8, most batches hold neither of them, so those batches push only the majority classes apart.
+
+# %% [markdown]
+# ### Exercise 1.1 · Predict before you run
+#
+# Which of the three runs will end at the orthogonal frame (every class-mean cosine within 0.05
+# of 0)? (a) all three; (b) full batch and bound batches, not random batches; (c) only full batch;
+# (d) another combination. Commit to a letter *before* running the next cell; the check after the
+# self-check compares it with what happened.
+
+# %%
+### BEGIN SOLUTION
+answer = "b"
+### END SOLUTION
+### STARTER answer = ...  # "a", "b", "c" or "d"
 
 # %%
 sampler = collapse.BatchBindingSampler(labels, preset.batch_size, bind=False, seed=SEED)
@@ -107,6 +160,49 @@ self_check(restored, f"full batch and bound batches reach the orthogonal frame (
                      f"{restored['full']:.3f}, {restored['bound']:.3f}); random batches drift "
                      f"({restored['random']:.3f})")
 
+# %%
+ex.frame_prediction.check(answer, geometries=geometries)
+
+# %% [markdown]
+# ### Exercise 1.2 · How often does a batch miss a class?
+#
+# Each random batch is a uniformly random subset of `preset.batch_size` of the $N$ samples. Compute
+# the probability that one batch holds *no* sample of one given minority class (`min(counts)`
+# samples), and compare it with the count of batches missing at least one class printed above.
+# Stuck? `ex.miss_probability.hint()`; `ex.miss_probability.solution()` shows an answer.
+
+# %%
+### BEGIN SOLUTION
+n_all, n_minor, b = sum(counts), min(counts), preset.batch_size
+answer = math.comb(n_all - n_minor, b) / math.comb(n_all, b)
+### END SOLUTION
+### STARTER answer = ...  # a probability
+
+# %%
+ex.miss_probability.check(answer, counts=counts, preset=preset)
+
+# %% [markdown]
+# ### Exercise 1.3 · The frame's measure
+#
+# Write `max_abs_cos(means)`: for a (classes × dimension) matrix of class means, the largest
+# |cosine| between two *different* class means, 0 exactly for an orthogonal frame: the number each
+# heatmap above summarises (`geometries[mode].as_dict()["max_abs_cos"]`). The check runs it on
+# hidden cases, a simplex ETF among them.
+
+# %%
+### BEGIN SOLUTION
+def max_abs_cos(means):
+    unit = means / means.norm(dim=1, keepdim=True)
+    cos = unit @ unit.T
+    return cos[~torch.eye(len(means), dtype=torch.bool)].abs().max()
+### END SOLUTION
+### STARTER def max_abs_cos(means):
+### STARTER     """The largest |cosine| between two different rows of means, a number."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.max_abs_cos.check(max_abs_cos)
+
 # %% [markdown]
 # ## 2. Your turn: move the batch size
 #
@@ -125,6 +221,16 @@ binding
 # %%
 self_check(claims.panel_drawn(binding, n_axes=2),
            "the panel drew the random-batch and bound-batch heatmaps")
+
+# %% [markdown]
+# ### Exercise 2.1 · Thought question
+#
+# Why does appending one fixed sample per class to every batch bring back the full-batch geometry,
+# although the bound batches are still small and random? Discuss, then compare with
+# `ex.why_binding_works.solution()`.
+
+# %%
+ex.why_binding_works.check()
 
 # %% [markdown]
 # ## Try it yourself

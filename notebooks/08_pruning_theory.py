@@ -31,6 +31,38 @@
 # (arXiv 2307.08982). Section 3 compares the ways to retrain a pruned net: lottery tickets, rewinding,
 # fine-tuning and learning-rate rewinding (Renda, Frankle & Carbin 2020, arXiv 2003.02389).
 
+# %%
+# Install cell: written by `make hosting` from hosting.toml (the same in every notebook).
+# On Colab, Kaggle or any kernel without the toolkit it pip-installs the package from the
+# repository, keeps the torch already installed (a torch==<installed version> constraint), imports it.
+import importlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+
+try:
+    import toolkit
+except ModuleNotFoundError:
+    host = ("Colab" if "google.colab" in sys.modules
+            else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else "plain")
+    spec = os.environ.get("TOOLKIT_INSTALL_SPEC", "toolkit @ git+https://github.com/OWNER/REPO@main")
+    try:
+        torch_pin = "torch==" + importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_pin = ""  # no torch yet: pip installs its default build
+    with tempfile.NamedTemporaryFile("w", suffix="-constraints.txt", delete=False) as pins:
+        pins.write(torch_pin + "\n")
+    print(f"{host} kernel without the toolkit: pip install {spec!r}"
+          + (f", keeping {torch_pin}" if torch_pin else "")
+          + (" (needs the notebook's Internet setting on)" if host == "Kaggle" else ""))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--constraint", pins.name,
+                    spec], check=True)
+    importlib.invalidate_caches()
+    import toolkit
+print("toolkit", toolkit.__version__, "from", os.path.dirname(toolkit.__file__))
+
 # %% tags=["parameters"]
 PRESET = "toy"
 SEED = 0
@@ -57,6 +89,11 @@ plotting.set_theme()
 train_set, test_set = data.load(preset.dataset, seed=SEED)
 in_dim, n_classes = train_set.tensors[0].shape[1], data.n_classes(train_set)
 print(preset)
+
+# %%
+from toolkit import exercises
+
+ex = exercises.load("08")  # this notebook's exercises: ex.<name>.hint(), .check(...), .solution()
 
 # %% [markdown]
 # ## 1. The path-norm does not see the rescaling symmetry; layer norms do
@@ -88,6 +125,38 @@ invariant = claims.pruning.path_norm_invariant(before, after)
 self_check(invariant, f"path-norms unchanged by the rescaling (relative change "
                       f"{invariant['path_norm_change']:.1e}) while the product of operator norms "
                       f"moved by a factor {invariant['ratio']:.0f}")
+
+# %% [markdown]
+# ### Exercise 1.1 · The L¹ path-norm of a one-hidden-layer net
+#
+# Write `path_norm_1(w1, b1, w2, b2)`: $\|\Phi(\theta)\|_1$ of $x \mapsto W_2\,\mathrm{relu}(W_1x + b_1)
+# + b_2$, the sum over all paths of the absolute product of the weights along them. A path starts
+# at an input ($W_2[k, j]\,W_1[j, i]$), at a hidden neuron's bias ($W_2[k, j]\,b_1[j]$) or at an
+# output's bias ($b_2[k]$). The check compares it with `spectra.path_norm`'s forward pass on hidden
+# cases. Stuck? `ex.path_norm_1.hint()`; `ex.path_norm_1.solution()` shows an answer.
+
+# %%
+### BEGIN SOLUTION
+def path_norm_1(w1, b1, w2, b2):
+    return float((w2.abs() @ w1.abs()).sum() + (w2.abs() @ b1.abs()).sum() + b2.abs().sum())
+### END SOLUTION
+### STARTER def path_norm_1(w1, b1, w2, b2):
+### STARTER     """The L1 path-norm of x -> w2 relu(w1 x + b1) + b2, a number."""
+### STARTER     raise NotImplementedError
+
+# %%
+ex.path_norm_1.check(path_norm_1)
+
+# %% [markdown]
+# ### Exercise 1.2 · Thought question
+#
+# The rescaling left the function and the path-norm unchanged but moved the product of operator
+# norms by orders of magnitude. Why can a capacity term that changes under a symmetry of the
+# network not be a good measure of its complexity, and what does the path-norm give up in exchange
+# for its invariance? Discuss, then compare with `ex.why_not_invariant.solution()`.
+
+# %%
+ex.why_not_invariant.check()
 
 # %% [markdown]
 # ## 2. Path-norms through training and through pruning
@@ -156,6 +225,20 @@ self_check(claims.panel_drawn(norms_panel, n_axes=2),
 # retrains $T-k$ epochs per round; all but fine-tuning replay the learning rates of epochs
 # $k..T-1$ of the step schedule, so each pair of modes differs in one thing.
 
+# %% [markdown]
+# ### Exercise 3.1 · Predict before you run
+#
+# At the *large* learning rate, after the last round, by how much will the lottery ticket beat the
+# same mask re-initialised, in test accuracy? (a) by 0.05 or more; (b) by less than 0.05. Commit
+# to a letter *before* running the next cell; the check after the self-checks compares it with
+# what happened.
+
+# %%
+### BEGIN SOLUTION
+answer = "b"
+### END SOLUTION
+### STARTER answer = ...  # "a" or "b"
+
 # %%
 mlp = functools.partial(models.MLP, in_dim, list(preset.rt_widths), n_classes)
 retrain = {}
@@ -190,6 +273,25 @@ matches = claims.pruning.retraining_matches_ticket(retrain[large_rate])
 self_check(matches, f"at the large rate, fine-tuning ({matches['finetune_minus_ticket']:+.3f}) "
                     f"and learning-rate rewinding ({matches['lr_rewind_minus_ticket']:+.3f}) "
                     f"match or beat the ticket")
+
+# %%
+ex.ticket_prediction.check(answer, retrain=retrain, large_rate=large_rate)
+
+# %% [markdown]
+# ### Exercise 3.2 · The sparsity after the last round
+#
+# Each round prunes the fraction `preset.rt_rate` of the weights that *survive*. What is the
+# sparsity (the pruned fraction of the prunable weights) after `preset.rt_rounds` rounds? Compare
+# with the `final sparsity` printed by the experiment.
+
+# %%
+### BEGIN SOLUTION
+answer = 1 - (1 - preset.rt_rate) ** preset.rt_rounds
+### END SOLUTION
+### STARTER answer = ...  # a fraction between 0 and 1
+
+# %%
+ex.final_sparsity.check(answer, preset=preset)
 
 # %% [markdown]
 # ## 4. Pruning as spectrum-preserving sparsification: four rules at equal sparsity

@@ -26,8 +26,9 @@ from repo2docker.buildpacks import CondaBuildPack  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM = "linux/amd64"  # mybinder.org's platform, whatever machine runs the tests
 # What a student needs on Binder beyond the package's runtime dependencies: the Lab itself, a
-# kernel, live widgets, and jupytext so the .py notebooks open as notebooks.
-LAB_NEEDS = {"jupyterlab", "ipykernel", "ipywidgets", "jupytext"}
+# kernel, live widgets, jupytext so the .py notebooks open as notebooks, and Voila for the apps
+# that binder/postBuild writes (urlpath=voila/render/apps/NN_name.ipynb).
+LAB_NEEDS = {"jupyterlab", "ipykernel", "ipywidgets", "jupytext", "voila"}
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from _chromium import chromium_context, free_port, move_slider_and_wait_for_redraw
 
 pytestmark = pytest.mark.browser
 
@@ -46,8 +46,6 @@ PY_TWINS = sorted(ROOT.glob("notebooks/[0-9][0-9]_*.py"))
 # of the notebook itself, so only the tour's .py twin is executed end to end; the other .py twins
 # are opened and checked to render as notebooks with the same cells as their .ipynb.
 EXECUTE_PY_TWINS = {"00_tour"}
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 RUN_TIMEOUT_S = 420          # one notebook's Run All: toy presets take <= 30 s on 2 free cores,
                              # a shared CI machine can be several times slower
 REDRAW_TIMEOUT_S = 120       # a slider retrains a small model before the figure changes
@@ -67,18 +65,6 @@ LAB_OVERRIDES = {
 }
 
 
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("TOOLKIT_CHROMIUM"), "/usr/bin/chromium",
-                      shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _api(url: str, token: str, method: str = "GET"):
@@ -93,7 +79,7 @@ class LabServer:
 
     def __init__(self, workdir: Path):
         self.token = secrets.token_hex(24)
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.root = workdir / "root"
         shutil.copytree(ROOT / "notebooks", self.root / "notebooks",
@@ -175,23 +161,8 @@ def lab(tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """A Chromium context with a fresh user-data dir (skips with the reason when unavailable)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("the `playwright` package is not installed (pip install -e '.[dev]'); "
-                    "browser tests need it to drive Chromium")
-    executable = _chromium()
-    if executable is None:
-        pytest.skip("Chromium not found (/usr/bin/chromium); install it with "
-                    "`apt-get install chromium chromium-driver` or set TOOLKIT_CHROMIUM")
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=executable,
-            headless=True, args=CHROMIUM_FLAGS, viewport={"width": 1280, "height": 900})
-        try:
-            yield context
-        finally:
-            context.close()
+    with chromium_context(tmp_path_factory.mktemp("chromium-profile")) as context:
+        yield context
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,39 +233,7 @@ JS_REPORT = """(widgetMime) => {
           sliders: node.querySelectorAll('.widget-slider').length};
 }"""
 
-# A panel = a widget box holding a slider and an Output widget that shows an image.
-JS_PANEL_IMAGE = """() => {
-  const w = window.jupyterapp.shell.currentWidget;
-  for (const box of w.content.node.querySelectorAll('.widget-vbox, .widget-box')) {
-    const img = box.querySelector('.widget-output img');
-    if (img && box.querySelector('.widget-slider .noUi-handle')) {
-      return {src: img.getAttribute('src'), description:
-        (box.querySelector('.widget-slider .widget-label') || {}).innerText || ''};
-    }
-  }
-  return null;
-}"""
-
-JS_FOCUS_SLIDER = """() => {
-  const w = window.jupyterapp.shell.currentWidget;
-  for (const box of w.content.node.querySelectorAll('.widget-vbox, .widget-box')) {
-    const handle = box.querySelector('.widget-slider .noUi-handle');
-    if (handle && box.querySelector('.widget-output img')) {
-      handle.scrollIntoView({block: 'center'});
-      handle.focus();
-      window.__panelBox = box;
-      return box.querySelector('.widget-slider .widget-readout').innerText;
-    }
-  }
-  return null;
-}"""
-
-JS_READOUT = "() => window.__panelBox.querySelector('.widget-slider .widget-readout').innerText"
-
-JS_IMAGE_CHANGED = """(before) => {
-  const img = window.__panelBox && window.__panelBox.querySelector('.widget-output img');
-  return !!img && img.complete && img.getAttribute('src') !== before;
-}"""
+# Finding a panel and moving its slider: tests/_chromium.py (shared with the Voilà test).
 
 JS_CONTENT_HEIGHT = """() => {
   const w = window.jupyterapp.shell.currentWidget;
@@ -363,17 +302,8 @@ def _assert_ran_cleanly(page, name: str) -> dict:
 
 
 def _move_slider_and_check_redraw(page, name: str) -> None:
-    panel = page.evaluate(JS_PANEL_IMAGE)
-    assert panel is not None, f"{name}: no panel (a slider next to an Output widget showing a figure)"
-    before_src = panel["src"]
-    before = page.evaluate(JS_FOCUS_SLIDER)
-    page.keyboard.press("ArrowRight")
-    if page.evaluate(JS_READOUT) == before:  # slider at its maximum: step left instead
-        page.keyboard.press("ArrowLeft")
-    after = page.evaluate(JS_READOUT)
-    assert after != before, f"{name}: the slider did not move with the keyboard ({before})"
-    page.wait_for_function(JS_IMAGE_CHANGED, arg=before_src, timeout=REDRAW_TIMEOUT_S * 1000,
-                           polling=250)
+    move_slider_and_wait_for_redraw(page, name, timeout_s=REDRAW_TIMEOUT_S,
+                                    root_js="window.jupyterapp.shell.currentWidget.content.node")
     page.wait_for_function(JS_KERNEL_IDLE, timeout=REDRAW_TIMEOUT_S * 1000)
 
 

@@ -10,6 +10,7 @@ from toolkit.run_notebooks import count_self_checks, run_notebook
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+EXECUTED = NOTEBOOKS.parent / "build" / "executed"
 
 
 def _cell_sources(nb):
@@ -34,8 +35,10 @@ def test_pair_in_sync(source):
 def test_parameters_cell(source):
     nb = jupytext.read(source)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    first = code[0]
-    assert "parameters" in first.metadata.get("tags", []), "first code cell must be tagged parameters"
+    # the install cell (`make hosting`, tests/test_hosting.py) comes first, then the parameters
+    first = code[1] if code[0].source.startswith("# Install cell:") else code[0]
+    assert "parameters" in first.metadata.get("tags", []), \
+        "the first code cell after the install cell must be tagged parameters"
     for line in ('PRESET = "toy"', "SEED = 0", 'DEVICE = "auto"'):
         assert line in first.source
 
@@ -43,11 +46,28 @@ def test_parameters_cell(source):
 @pytest.mark.notebook
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_notebook_runs_in_toy_preset(source, tmp_path):
-    result = run_notebook(source.with_suffix(".ipynb"), tmp_path, preset="toy", timeout=300,
+    # executed into the runner's cache folder: `make book` (and tests/test_published.py) reuse
+    # the copy while the notebook and the package are unchanged
+    result = run_notebook(source.with_suffix(".ipynb"), EXECUTED, preset="toy", timeout=300,
                           html=False)
     assert result.error is None, f"{source.stem} failed: {result.error}"
     assert result.failed == 0
     assert result.passed >= 1, "a notebook must assert its claims in self-check cells"
+    _assert_exercises_correct(source, EXECUTED / source.with_suffix(".ipynb").name)
+
+
+def _assert_exercises_correct(source, executed):
+    # the instructor edition (the .py, solutions included) checks every exercise of its notebook
+    # and each one is correct (thought questions: "thought"); tests/test_exercises.py covers the rest
+    from toolkit import exercises
+    from toolkit.exercises.editions import exercise_statuses
+
+    statuses = exercise_statuses(nbformat.read(executed, as_version=4))
+    nb = source.stem[:2]
+    expected = {e.qualname for e in exercises.load(nb)} if nb in exercises.registered() else set()
+    assert set(statuses) == expected, f"{source.stem} checks {sorted(statuses)}, not {sorted(expected)}"
+    wrong = {k: v for k, v in statuses.items() if any(s not in ("correct", "thought") for s in v)}
+    assert not wrong, f"{source.stem}: exercises not correct in the instructor edition: {wrong}"
 
 
 def test_self_check_counting():
