@@ -7,10 +7,10 @@ Problems (issue 16), float32, trace mode (mean over outputs; neural-tangents'
 * ``mlp``: MLP 64-512-512-10, NTK parameterisation, N=512;
 * ``cnn``: a small CNN on the 8x8 images, N=256: Conv2d(1->16, 3x3, pad 1) - ReLU -
   Conv2d(16->32, 3x3, pad 1) - ReLU - AvgPool2d(2) - Flatten - Linear(512->10), standard
-  parameterisation (``_nt_cnn_worker.py`` builds the same network in stax, NCHW layout).
+  parameterisation (the worker builds the same network in stax, NCHW layout).
 
-Ours runs in this process; neural-tangents in a worker process (``_nt_worker.py``,
-``_nt_cnn_worker.py``) in its own venv, driven round by round over a pipe; both pinned to one core,
+Ours runs in this process; neural-tangents in a worker process (``_nt_worker.py``, one per
+case) in its own venv, driven round by round over a pipe; both pinned to one core,
 wall time. Also reported: the Gram-product floor — the time of the kernel's products alone on
 features computed beforehand (MLP: A1 A2ᵀ and Δ1 Δ2ᵀ summed over outputs, for every layer; CNN:
 the structured engine's per-layer contraction, Gram products or explicit weight Jacobians,
@@ -88,12 +88,12 @@ def mlp_problem(n):
     model = models.MLP(64, [512, 512], 10, parameterization="ntk").eval()
     x = _digits(n)
     lins = [m for m in model.modules() if isinstance(m, models.NTKLinear)]
-    blob = {"n_layers": len(lins), "sigma_w": 2**0.5, "x": x.numpy()}
+    blob = {"case": "mlp", "n_layers": len(lins), "sigma_w": 2**0.5, "x": x.numpy()}
     for i, m in enumerate(lins):
         blob[f"W{i}"] = m.weight.detach().T.contiguous().numpy()
         blob[f"b{i}"] = m.bias.detach().numpy()
     title = f"MLP 64-512-512-10 (NTK param.), N={n}"
-    return model, x, blob, "_nt_worker.py", gram_floor(model, x), title
+    return model, x, blob, gram_floor(model, x), title
 
 
 def cnn_problem(n):
@@ -106,12 +106,12 @@ def cnn_problem(n):
     ).eval()
     x = _digits(n)
     conv0, conv1, head = model[1], model[3], model[7]
-    blob = {"C0": conv0.weight.detach().numpy(), "c0": conv0.bias.detach().numpy(),
+    blob = {"case": "cnn", "C0": conv0.weight.detach().numpy(), "c0": conv0.bias.detach().numpy(),
             "C1": conv1.weight.detach().numpy(), "c1": conv1.bias.detach().numpy(),
             "W": head.weight.detach().T.contiguous().numpy(), "b": head.bias.detach().numpy(),
             "x": x.reshape(n, 1, 8, 8).numpy()}
     title = f"small CNN conv16-conv32-avgpool-linear on 8x8 digits, N={n}"
-    return model, x, blob, "_nt_cnn_worker.py", contraction_floor(model, x), title
+    return model, x, blob, contraction_floor(model, x), title
 
 
 def _digits(n):
@@ -120,12 +120,12 @@ def _digits(n):
 
 
 def run_case(case, n, rounds, impls):
-    model, x, blob, worker_file, floor, title = (mlp_problem if case == "mlp" else cnn_problem)(n)
+    model, x, blob, floor, title = (mlp_problem if case == "mlp" else cnn_problem)(n)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "problem.npz")
         np.savez(path, **blob)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        worker = subprocess.Popen([NT_PYTHON, os.path.join(HERE, worker_file), path, impls],
+        worker = subprocess.Popen([NT_PYTHON, os.path.join(HERE, "_nt_worker.py"), path, impls],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
 
         def ask(cmd):
