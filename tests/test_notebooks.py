@@ -183,3 +183,28 @@ def test_every_claims_predicate_has_a_control_test(source):
         assert f"{name}(" in text, (
             f"{source.name} calls claims.{predicate}, which no control test "
             "(tests/test_claims_*.py, marker control) exercises")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_notebooks_define_functions_only_as_function_exercises(source):
+    # Notebooks hold experiments, not library code (that belongs in toolkit/). The one exception
+    # is a student's answer to a "write this function" exercise: each top-level def must sit in a
+    # solution block and be the function a FunctionExercise of this notebook checks.
+    from toolkit import exercises
+    from toolkit.exercises._core import FunctionExercise
+
+    nb = source.stem[:2]
+    expected = ({e.function_name for e in exercises.load(nb) if isinstance(e, FunctionExercise)}
+                if nb in exercises.registered() else set())
+    in_solution, defined = False, []
+    for line in source.read_text(encoding="utf-8").splitlines():
+        if line.startswith("### BEGIN SOLUTION"):
+            in_solution = True
+        elif line.startswith("### END SOLUTION"):
+            in_solution = False
+        elif line.startswith(("def ", "class ", "async def ")):
+            name = line.split()[1 if not line.startswith("async") else 2].split("(")[0].rstrip(":")
+            assert in_solution, f"{source.name} defines {name} outside an exercise's solution"
+            defined.append(name)
+    assert set(defined) <= expected, (f"{source.name} defines {sorted(set(defined) - expected)}, "
+                                      "which no function exercise of the notebook checks")

@@ -94,7 +94,7 @@ def app_notebook(path: str | Path):
 
 
 def write_app(spec: str | Path, out_dir: str | Path = "build/apps") -> Path:
-    """Write the app of notebook ``spec`` to ``out_dir`` (next to copies of what it reads)."""
+    """Write the app of notebook ``spec`` to ``out_dir``; return its path."""
     import nbformat
 
     source = find_notebook(spec)
