@@ -124,6 +124,35 @@ def test_smallest_eigenvalues_of_trained_nets_match_dense_eigvalsh(trained_digit
         assert res.n_hvp <= 3 * 100 * k + k
 
 
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_largest_eigenvalues_tested_every_step_match_dense_and_the_arpack_path(
+        trained_digits_nets, index, monkeypatch):
+    """The unrestarted Lanczos for the largest end meets its guarantee (within tol·θ of the true
+    values) in no more products than ARPACK, which is used when the basis would not fit in memory
+    (forced here) and gives the same values."""
+    from toolkit.hessian import eigen
+
+    model, (x, y), exact = trained_digits_nets[index]
+    for k in (1, 3):
+        res = hessian.top_eigenvalues(model, "ce", (x, y), k=k, tol=1e-3)
+        assert res.converged
+        np.testing.assert_allclose(res.eigenvalues, exact[::-1][:k], rtol=1e-3)
+        with monkeypatch.context() as m:
+            m.setattr(eigen, "_basis_capacity", lambda op, minimum: minimum)
+            arpack = hessian.top_eigenvalues(model, "ce", (x, y), k=k, tol=1e-3)
+        np.testing.assert_allclose(arpack.eigenvalues, res.eigenvalues, rtol=1e-3)
+        assert res.n_hvp <= arpack.n_hvp  # ARPACK fills its Krylov space before testing
+
+
+def test_largest_eigenvalue_reports_not_converged_when_the_budget_is_too_small(
+        trained_digits_nets):
+    model, (x, y), exact = trained_digits_nets[0]
+    with pytest.warns(UserWarning, match="did not converge"):
+        res = hessian.top_eigenvalues(model, "ce", (x, y), tol=1e-12, max_iter=3)
+    assert not res.converged and res.n_hvp == 3
+    assert res.eigenvalues[0] <= exact[-1] + 1e-12  # a Ritz value: a lower bound on λ_max
+
+
 def test_smallest_eigenvalue_reports_not_converged_when_the_budget_is_too_small(
         trained_digits_nets):
     model, (x, y), exact = trained_digits_nets[0]

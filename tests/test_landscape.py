@@ -85,7 +85,7 @@ def test_same_seed_same_direction_and_different_seed_different_direction():
 # ------------------------------------------------------------------------------------- surfaces
 
 
-@pytest.mark.parametrize("mode", ["vmap", "loop"])
+@pytest.mark.parametrize("mode", ["vmap", "loop", "fused"])
 @pytest.mark.parametrize("batch_size", [None, 25])
 def test_surface_equals_direct_evaluation_at_grid_points(mode, batch_size):
     torch.manual_seed(0)
@@ -136,6 +136,97 @@ def test_first_layer_shortcut_is_used_only_when_valid_and_gives_the_same_numbers
         loss, _ = _direct(net, F.cross_entropy, x, y, landscape.parameters_of(net), [d1, d2],
                           [surf.x[2], surf.y[1]])
         assert surf.loss[1, 2] == pytest.approx(loss, rel=1e-5)
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.inp(x))
+        return self.out(h + torch.relu(self.mid(h)))
+
+
+class _Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.head = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return self.head(h if x.sum() > 0 else -h)  # data-dependent control flow: fx cannot
+
+
+def test_linear_chain_is_recognised_only_for_linear_and_elementwise_chains():
+    from torch.nn.utils import prune
+
+    x, _ = _data()
+    chains = {
+        "mlp": models.MLP(6, [10, 10], 3),
+        "sequential": nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.GELU(), nn.Dropout(0.2),
+                                    nn.Linear(5, 3, bias=False), nn.Tanh()),
+    }
+    for name, net in chains.items():
+        net.eval()
+        chain = _grid.linear_chain(net, _grid.first_linear_layer(net, x))
+        assert chain is not None, name
+        assert all(isinstance(m, (nn.Linear, *_grid._ELEMENTWISE)) for _, m in chain)
+    pruned = models.MLP(6, [10], 3)
+    prune.l1_unstructured(pruned.head, "weight", amount=0.5)  # a forward pre-hook and weight_orig
+    others = {
+        "residual": _Residual(), "shared first layer": _Shared(), "untraceable": _Branchy(),
+        "layernorm": nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Linear(5, 3)),
+        "conv": _ConvNet(), "pruned": pruned,
+    }
+    for name, net in others.items():
+        net.eval()
+        xin = _data(d=16)[0] if name == "conv" else x
+        assert _grid.linear_chain(net, _grid.first_linear_layer(net, xin)) is None, name
+        ev = _grid.GridEvaluator(net, F.cross_entropy, (xin, _data()[1]), None,
+                                 landscape.parameters_of(net), [landscape.random_direction(net)],
+                                 torch.zeros(3, 1), ("loss",))
+        assert ev.mode != "fused", name
+    with pytest.raises(ValueError, match=r"mode='fused' needs a model that is a chain.*'vmap'"):
+        landscape.surface_2d(_Residual(), "ce", _data(), landscape.random_direction(_Residual()),
+                             landscape.random_direction(_Residual()), steps=3, mode="fused",
+                             progress=False)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse"])
+def test_fused_mode_equals_vmap_and_loop_across_chunks_batches_and_cuts(loss):
+    """Fused batched matmuls give the numbers of the per-point vmap and loop paths: chunks that
+    do not divide the grid, several data batches, a Linear on (N, S, d) sequence inputs, an
+    activation other than ReLU, a Linear without bias, accuracy, and 1-D cuts."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    cases = [(models.MLP(6, [10, 10], 3, activation="relu"), torch.randn(40, 6, generator=gen)),
+             (nn.Sequential(nn.Linear(6, 7), nn.SiLU(), nn.Linear(7, 3, bias=False)),
+              torch.randn(40, 5, 6, generator=gen))]  # outputs (N, S=5, 3)
+    for net, x in cases:
+        net.eval()
+        out_shape = net(x).shape
+        y = (torch.randint(0, 3, (40,), generator=gen) if loss == "ce" and len(out_shape) == 2
+             else torch.randn(out_shape, generator=gen))
+        lf = "ce" if y.dtype == torch.long else "mse"
+        d1 = landscape.random_direction(net, seed=1)
+        d2 = landscape.random_direction(net, seed=2)
+        ref = landscape.surface_2d(net, lf, (x, y), d1, d2, steps=6, progress=False, mode="vmap")
+        for mode, chunk, batch_size in [("fused", 7, None), ("fused", 1, 15), ("auto", None, 15),
+                                        ("loop", None, None)]:
+            got = landscape.surface_2d(net, lf, (x, y), d1, d2, steps=6, progress=False,
+                                       mode=mode, chunk_size=chunk, batch_size=batch_size)
+            for metric in ref.metrics:
+                np.testing.assert_allclose(got.metrics[metric], ref.metrics[metric], rtol=2e-5,
+                                           atol=1e-6, err_msg=f"{mode} {chunk} {metric}")
+        cut = landscape.interpolate(net, lf, (x, y), direction=d1, progress=False, mode="fused")
+        vcut = landscape.interpolate(net, lf, (x, y), direction=d1, progress=False, mode="vmap")
+        np.testing.assert_allclose(cut.loss, vcut.loss, rtol=2e-5)
+    mlp = cases[0][0]
+    ev = _grid.GridEvaluator(mlp, F.cross_entropy, (cases[0][1], torch.zeros(40).long()), None,
+                             landscape.parameters_of(mlp), [landscape.random_direction(mlp)],
+                             torch.zeros(3, 1), ("loss",))
+    assert ev.mode == "fused"  # auto picks it for a chain
 
 
 def test_non_finite_losses_become_nan_and_are_not_raised():

@@ -98,6 +98,28 @@ def test_methods_agree_on_cnn_with_strides_and_padding(mode):
         torch.testing.assert_close(ks[m], ks["jacobian"], rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("mode", ["trace", "diagonal", "full"])
+def test_bias_term_read_off_the_output_gradient_gram(mode):
+    """A Linear on (N, P, d) inputs (P = 2 positions share the weight) with a bias, where the cost
+    model takes position Grams: the bias term, read off the output-gradient Gram as
+    sum_{p,p'} delta_p.delta'_p', equals the Jacobian method's in every mode."""
+    from toolkit.ntk.structured import _layer_costs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1), nn.Flatten()).to(DT)
+    x = torch.randn(3, 2, 16, generator=torch.Generator().manual_seed(4), dtype=DT)
+    ctx = empirical._make_context(model, x)
+    first = ctx.layers[0]
+    assert first.n_pos == 2 and ctx.n_out == 2
+    gram, explicit = _layer_costs(first, 3, 3, ctx.n_out, mode)
+    assert gram <= explicit  # the Gram route, which now yields the bias term too
+    ks = _all_methods(model, x, mode=mode)
+    torch.testing.assert_close(ks["structured"], ks["jacobian"], rtol=1e-10, atol=1e-12)
+    weights_only = ntk.empirical_ntk(model, x, mode=mode, method="structured", progress=False,
+                                     params="*.weight")
+    assert not torch.allclose(weights_only, ks["structured"])  # the bias term is not zero here
+
+
 def test_methods_agree_on_small_cnn_model():
     torch.manual_seed(0)
     model = models.SmallCNN(width=4).to(DT)

@@ -76,6 +76,22 @@ def kept_graph(op, batches, budget: int | None):
     return None
 
 
+def _has_missing_derivative(grads) -> bool:
+    """Whether the graph of the gradients holds a node PyTorch records for an operation with no
+    derivative (``NotImplemented``: differentiating through it raises)."""
+    stack = [g.grad_fn for g in grads if g is not None]
+    seen = set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name().endswith("NotImplemented"):
+            return True
+        stack.extend(fn for fn, _ in node.next_functions)
+    return False
+
+
 class FirstOrderGraph:
     """Per-batch gradients with their graphs, kept; ``hvp_sum`` takes one backward per batch."""
 
@@ -129,13 +145,18 @@ class FirstOrderGraph:
         return count
 
     def check(self, op, v: dict[str, torch.Tensor]):
-        """Cheap determinism evidence: (one product on the first batch, (its outputs, again)).
+        """Cheap determinism evidence: (the first batch's gradient, (its outputs, again)).
 
         A second *forward* pass must reproduce the outputs the graph was built from (randomness in
-        the model shows there); the product through the graph must be finite."""
+        the model shows there); the gradient, already computed, must be finite. No product is
+        spent — every product is checked for finiteness as it is made (``HessianOperator.matvec``)
+        — unless the gradient's graph holds an operation without a derivative: then one product
+        raises PyTorch's error, which ``second_order`` names."""
+        if _has_missing_derivative(self.parts[0][0]):
+            self.batch_hvp(0, v)
         batch = next(op.batches())
         with torch.no_grad():
             again = _flat_outputs(op.outputs(op.params, batch))
-        hv = [h if h is not None else torch.zeros_like(self.leaves[n])
-              for h, n in zip(self.batch_hvp(0, v), self.names)]
-        return torch.cat([h.reshape(-1) for h in hv]), (self.first_out, again)
+        gs = [g.detach() if g is not None else torch.zeros_like(self.leaves[n])
+              for g, n in zip(self.parts[0][0], self.names)]
+        return torch.cat([g.reshape(-1) for g in gs]), (self.first_out, again)

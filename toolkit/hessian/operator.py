@@ -84,6 +84,10 @@ def loss_function(loss_fn):
 # --------------------------------------------------------------------------------- the operator
 
 
+_NOT_FINITE = ("The Hessian-vector product (or the gradient) is not finite at these parameters "
+               "(diverged model or loss?).")
+
+
 class HessianOperator:
     r"""The Hessian of the mean loss over ``data`` as a linear operator on flat vectors.
 
@@ -273,9 +277,12 @@ class HessianOperator:
         return self._reduce(total), self.n_samples if self.sharded else count
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """Hv for a flat vector v (the data-set mean Hessian)."""
+        """Hv for a flat vector v (the data-set mean Hessian); raises FloatingPointError if it is
+        not finite."""
         total, count = self.hvp_sum(v)
         self.n_hvp += 1
+        if not torch.isfinite(total).all():
+            raise FloatingPointError(_NOT_FINITE)
         return total / count
 
     __matmul__ = matvec
@@ -350,14 +357,13 @@ class HessianOperator:
         first = next(self.batches(), None)
         if first is None:  # this rank's shard is empty (more ranks than samples)
             return
-        if self._graph is not None:  # its outputs vs a second forward: no extra backward
+        if self._graph is not None:  # its outputs vs a second forward: no product spent
             h1, (a, b) = self._graph.check(self, v)
         else:
             a, b = (h1 := self.flatten(self.batch_hvp(v, first))), self.flatten(self.batch_hvp(v, first))
         scale = float(a.norm()) + float(b.norm())
         if not torch.isfinite(h1).all():
-            raise FloatingPointError("The Hessian-vector product is not finite at these "
-                                     "parameters (diverged model or loss?).")
+            raise FloatingPointError(_NOT_FINITE)
         if float((a - b).norm()) > 1e-5 * scale + 1e-12:
             raise RuntimeError("Two identical Hessian-vector products differ: the model is not "
                                "deterministic (dropout, batch statistics or other randomness in "

@@ -268,7 +268,7 @@ def _layer_kernel(spec: _LayerSpec, f1: _Structured, f2: _Structured, mode: str)
     """
     a1, a2 = f1.inputs[spec.name], f2.inputs[spec.name]
     d1, d2 = f1.deltas[spec.name], f2.deltas[spec.name]
-    total = 0.0
+    total, gram_d = 0.0, None
     if spec.weight is not None:
         gram_cost, explicit_cost = _layer_costs(spec, a1.shape[0], a2.shape[0], d1.shape[1], mode)
         if gram_cost <= explicit_cost:
@@ -282,7 +282,12 @@ def _layer_kernel(spec: _LayerSpec, f1: _Structured, f2: _Structured, mode: str)
             j2 = j1 if a2 is a1 and d2 is d1 else _weight_jacobian(a2, d2)  # diagonal blocks
             total = spec.weight_scale**2 * _contract(j1, j2, mode)
     if spec.bias is not None:
-        total = total + spec.bias_scale**2 * _contract(d1.sum(2), d2.sum(2), mode)
+        # (sum_p delta_p).(sum_p' delta'_p') = sum_{p,p'} delta_p.delta'_p': read off the
+        # output-gradient Gram when the weight term built it (for an MLP layer that halves the
+        # layer's cost: the bias term is as large a product as that Gram)
+        bias = (gram_d.sum((-2, -1)) if gram_d is not None
+                else _contract(d1.sum(2), d2.sum(2), mode))
+        total = total + spec.bias_scale**2 * bias
     return total
 
 
