@@ -300,7 +300,7 @@ self_check(verdict and not random_plane,
 # ## 4. The Hessian: top eigenvalues, trace and spectral density
 #
 # The Hessian of a network with P parameters is a P×P matrix we never form: Lanczos
-# (`hessian.top_eigenvalues`, ARPACK on Hessian-vector products) finds its extreme eigenvalues,
+# (`hessian.top_eigenvalues`, Lanczos on Hessian-vector products) finds its extreme eigenvalues,
 # Hutchinson and Hutch++ estimate its trace from products with random sign vectors, and
 # stochastic Lanczos quadrature (Ghorbani et al. 2019, arXiv 1901.10159; Yao et al. 2020 —
 # PyHessian, arXiv 1912.07145) estimates its whole eigenvalue density, with quadrature weights

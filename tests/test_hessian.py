@@ -476,3 +476,40 @@ def test_a_kept_graph_is_rebuilt_when_the_parameters_change_in_place():
     assert op.uses_graph and float((after - before).norm()) > 1e-3 * float(before.norm())
     torch.testing.assert_close(after.double(), _exact_hessian(model, F.cross_entropy, x, y)
                                @ v.double(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("graph_budget", [None, 0])
+def test_non_finite_gradients_and_products_raise(graph_budget):
+    """The kept-graph check spends no product: a non-finite gradient is refused at
+    construction, and every product is checked as it is made."""
+    model, x, y = _problem()
+    op = hessian.HessianOperator(model, "ce", (x, y), graph_budget=graph_budget)
+    v = op.random_vector(torch.Generator().manual_seed(0))
+    assert torch.isfinite(op.matvec(v)).all()
+    v[3] = float("nan")
+    with pytest.raises(FloatingPointError, match="not finite"):
+        op.matvec(v)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="not finite"):
+        hessian.HessianOperator(model, "ce", (x, y), graph_budget=graph_budget)
+
+
+def test_lanczos_basis_stays_orthonormal_without_ghost_ritz_values():
+    """Three-term recurrence plus one Gram-Schmidt pass (a second when DGKS asks): the float32
+    basis of 80 steps on a spectrum with well-separated top values and a dense cluster is
+    orthonormal to rounding, and the top Ritz values match the top eigenvalues once each (plain
+    Lanczos would repeat the converged ones as ghosts)."""
+    from toolkit.hessian._lanczos import lanczos_steps
+
+    gen = torch.Generator().manual_seed(0)
+    diag = torch.cat([torch.tensor([10.0, 8.0, 6.5]), torch.rand(2000, generator=gen)])
+    v0 = torch.randn(diag.numel(), generator=gen)
+    for alphas, betas, _beta, basis in lanczos_steps(lambda v: diag * v, v0, 80):  # noqa: B007
+        pass
+    gram = basis.double() @ basis.double().T
+    assert float((gram - torch.eye(80, dtype=torch.float64)).abs().max()) < 1e-5
+    t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+    ritz = np.linalg.eigvalsh(t)[::-1]
+    np.testing.assert_allclose(ritz[:3], [10.0, 8.0, 6.5], rtol=1e-5)
+    assert ritz[3] < 1.0 + 1e-4  # no second copy of a converged top value

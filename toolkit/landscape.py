@@ -380,9 +380,12 @@ def surface_2d(model: nn.Module, loss_fn, data, d1, d2, *, xrange=(-1.0, 1.0),
     :func:`toolkit.batches.takes_batch` (``(outputs, batch)``, also any callable on dict
     batches), or None for the model's own ``outputs.loss``;
     the model is put in eval mode for the sweep and restored afterwards, and its parameters hold
-    their values again when the call returns or raises. Points are vectorised (``mode="vmap"``)
-    or looped (``"loop"``) in chunks; ``"auto"`` picks by problem size. A non-finite loss is
-    recorded as NaN. Accuracy is returned for integer labels. Returns a :class:`Surface`.
+    their values again when the call returns or raises. Points are evaluated in chunks: as
+    batched matmuls (``mode="fused"``, for a chain of ``nn.Linear`` layers and elementwise
+    activations such as ``toolkit.models.MLP``), vectorised with vmap (``"vmap"``) or looped
+    (``"loop"``); ``"auto"`` takes ``"fused"`` where it applies, else picks by problem size. A
+    non-finite loss is recorded as NaN. Accuracy is returned for integer labels. Returns a
+    :class:`Surface`.
     Under torchrun the grid points are split across ranks and gathered (``distributed=None``
     detects it; ``False`` computes everything on each rank), with the same result as one process.
     """

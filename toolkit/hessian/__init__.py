@@ -10,6 +10,9 @@ per-batch *sums* Σ_b n_b H_b v (so a sharded run all-reduces the sums and the c
 by N at the end. Two products are implemented: forward-over-reverse, ``jvp(grad(L))`` with
 :mod:`torch.func`, and reverse-over-reverse, ``autograd.grad`` twice (Pearlmutter's trick);
 ``benchmarks/bench_hessian.py`` times both and :data:`DEFAULT_HVP` picks the faster per device.
+On in-memory data the first-order graph is kept and reused (``_graph``), and for chains of
+``nn.Linear`` layers and elementwise activations ``method="auto"`` takes Pearlmutter's
+R-operator on a cached forward and backward pass instead (``_chain``).
 
 References: Ghorbani, Krishnan, Xiao 2019 (arXiv 1901.10159) and Yao et al. 2020 — PyHessian
 (arXiv 1912.07145) for Lanczos, Hutchinson and stochastic Lanczos quadrature on networks;
@@ -19,7 +22,8 @@ Cohen et al. 2021 (arXiv 2103.00065) for the edge of stability; Rangwani et al. 
 (arXiv 2212.13827) for per-class Hessians under class imbalance.
 
 Modules: :mod:`~toolkit.hessian.operator` (``HessianOperator``, ``hvp``; the first-order graph in
-``_graph``), :mod:`~toolkit.hessian.eigen` (``top_eigenvalues``), :mod:`~toolkit.hessian.trace`,
+``_graph``, the chains' R-operator in ``_chain``), :mod:`~toolkit.hessian.eigen`
+(``top_eigenvalues``), :mod:`~toolkit.hessian.trace`,
 :mod:`~toolkit.hessian.density` (SLQ), :mod:`~toolkit.hessian.per_class` (``class_hessian``,
 ``sharpness``), :mod:`~toolkit.hessian.callbacks` (``LambdaMaxTracker``) and
 :mod:`~toolkit.hessian.rank` (``numerical_rank`` and the Hessian's rank, Singh et al. 2023) and

@@ -68,12 +68,19 @@ def graph_bytes(op, batches) -> int:
 
 
 def kept_graph(op, batches, budget: int | None):
-    """A :class:`FirstOrderGraph` when ``op`` is reverse-over-reverse on in-memory batches whose
-    graph estimate fits ``budget`` bytes (None: :data:`DEFAULT_BUDGET_BYTES`); else None."""
+    """For in-memory batches whose graph estimate fits ``budget`` bytes (None:
+    :data:`DEFAULT_BUDGET_BYTES`): a :class:`~toolkit.hessian._chain.ChainGraph` when ``op``
+    chose its method automatically and the model is a Linear/activation chain, a
+    :class:`FirstOrderGraph` when ``op`` is reverse-over-reverse; else None (streaming)."""
+    from ._chain import ChainGraph, chain_steps
+
     budget = DEFAULT_BUDGET_BYTES if budget is None else budget
-    if op.method == "rev-rev" and batches and graph_bytes(op, batches) <= budget:
-        return FirstOrderGraph(op, batches)
-    return None
+    if not batches or graph_bytes(op, batches) > budget:
+        return None
+    steps = chain_steps(op, batches[0]) if op.structured else None
+    if steps is not None:
+        return ChainGraph(op, batches, steps)
+    return FirstOrderGraph(op, batches) if op.method == "rev-rev" else None
 
 
 def _has_missing_derivative(grads) -> bool:

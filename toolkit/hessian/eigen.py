@@ -111,8 +111,8 @@ def _smallest_eigs(op: HessianOperator, k: int, tol: float, max_steps: int,
                    v0: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
     r"""The ``k`` smallest eigenpairs by Lanczos with full reorthogonalisation and no restarts.
 
-    Why not ARPACK as for the largest end: a trained network's Hessian has a dense cluster of
-    thousands of eigenvalues at 0 and a few small negative ones. ARPACK's tests are relative
+    Why no restarts (ARPACK) and a different test here: a trained network's Hessian has a dense
+    cluster of thousands of eigenvalues at 0 and a few small negative ones. ARPACK's tests are relative
     (‖Hu − θu‖ ≤ tol·|θ|): run on H they never pass when λ_min ≈ 0; run on λ_max·I − H they pass at
     a residual of tol·λ_max, which an interior Ritz value inside the cluster meets long before the
     small restarted Krylov space has found the negative direction, so a positive value could be

@@ -4,6 +4,7 @@ reverse-over-reverse), the first-order graph reused across products, and ``hvp``
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -104,13 +105,18 @@ class HessianOperator:
     batch (a contrastive loss), that is the mean of the per-batch Hessians, which depends on the
     batching (use one batch, ``batch_size=None``, for the full-data loss). ``method`` is ``"fwd-rev"``
     (``torch.func.jvp`` of ``torch.func.grad``), ``"rev-rev"`` (``autograd.grad`` twice) or
-    ``"auto"`` (the faster on this device type, :data:`DEFAULT_HVP`).
+    ``"auto"`` (the faster on this device type, :data:`DEFAULT_HVP`; and for a chain of
+    ``nn.Linear`` layers and elementwise activations such as ``toolkit.models.MLP``, on
+    in-memory tuple batches, the R-operator on a cached forward and backward pass,
+    ``toolkit.hessian._chain``: the same numbers, 1.2× faster per product than the kept graph).
 
     With ``check=True`` (default) the constructor refuses batch-norm/dropout layers in training
-    mode and verifies that two identical Hessian-vector products agree; if not, it raises and
-    tells you to call ``model.eval()``. ``n_hvp`` counts full-data products. ``rev-rev`` on
-    in-memory data keeps the gradient graph within ``graph_budget`` bytes (1 GiB; 0: stream;
-    see ``toolkit.hessian._graph``). Every forward pass runs on the math kernel of
+    mode and verifies that two identical Hessian-vector products agree (with a kept graph or
+    cache: that a second forward pass reproduces its outputs; every product is also checked to
+    be finite); if not, it raises and tells you to call ``model.eval()``. ``n_hvp`` counts
+    full-data products. ``rev-rev`` (and ``auto``) on in-memory data keeps the gradient graph
+    (or the chain's cache) within ``graph_budget`` bytes (1 GiB; 0: stream; see
+    ``toolkit.hessian._graph``). Every forward pass runs on the math kernel of
     scaled-dot-product attention with the fused transformer fast path off, so products go through
     ``nn.MultiheadAttention`` / ``nn.TransformerEncoder``; an operation with no second derivative
     raises :class:`NotTwiceDifferentiableError` (``toolkit.hessian._autodiff``).
@@ -128,6 +134,9 @@ class HessianOperator:
         self.shapes = {n: p.shape for n, p in self.params.items()}
         self.numel = sum(p.numel() for p in self.params.values())
         self.dtype = next(iter(self.params.values())).dtype
+        # "auto" may also take the structured R-operator of Linear/activation chains
+        # (toolkit.hessian._chain) when the data are in memory and fit the graph budget
+        self.structured = method == "auto"
         if method == "auto":
             method = DEFAULT_HVP.get(self.device.type, "fwd-rev")
         check_choice(method, "method", ("auto", *HVP_METHODS))
@@ -281,7 +290,9 @@ class HessianOperator:
         not finite."""
         total, count = self.hvp_sum(v)
         self.n_hvp += 1
-        if not torch.isfinite(total).all():
+        # one float64 sum (20 µs on 85k entries; torch.isfinite(total).all() took 160 µs): it is
+        # NaN or inf exactly when an entry is, as float32 entries cannot overflow it
+        if not math.isfinite(float(torch.sum(total, dtype=torch.float64))):
             raise FloatingPointError(_NOT_FINITE)
         return total / count
 
