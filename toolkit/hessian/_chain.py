@@ -30,6 +30,7 @@ from torch import nn
 from .. import batches as B
 from .._grid import _input_of, first_linear_layer, linear_chain
 from ._autodiff import check_graph
+from ._graph import _flat_outputs, _has_missing_derivative
 
 __all__: list[str] = []
 
@@ -203,8 +204,6 @@ class ChainGraph:
         """As :meth:`FirstOrderGraph.check`: (the first batch's gradient at the outputs, (the
         cached outputs, a second forward pass through the model)). The second comparison also
         confirms that the chain reproduces the model's forward."""
-        from ._graph import _flat_outputs, _has_missing_derivative
-
         if _has_missing_derivative([self.parts[0].g_out]):
             self.batch_hvp(0, v)  # raises PyTorch's error, named by second_order
         batch = next(op.batches())

@@ -67,20 +67,11 @@ def graph_bytes(op, batches) -> int:
     return int((GRAPH_FACTOR * n * (acts[0] + _input_numel(one)) + 3 * op.numel) * item)
 
 
-def kept_graph(op, batches, budget: int | None):
-    """For in-memory batches whose graph estimate fits ``budget`` bytes (None:
-    :data:`DEFAULT_BUDGET_BYTES`): a :class:`~toolkit.hessian._chain.ChainGraph` when ``op``
-    chose its method automatically and the model is a Linear/activation chain, a
-    :class:`FirstOrderGraph` when ``op`` is reverse-over-reverse; else None (streaming)."""
-    from ._chain import ChainGraph, chain_steps
-
+def fits(op, batches, budget: int | None) -> bool:
+    """Whether ``batches`` are in memory and their graph estimate fits ``budget`` bytes (None:
+    :data:`DEFAULT_BUDGET_BYTES`): then a graph (or a chain's cache) is kept."""
     budget = DEFAULT_BUDGET_BYTES if budget is None else budget
-    if not batches or graph_bytes(op, batches) > budget:
-        return None
-    steps = chain_steps(op, batches[0]) if op.structured else None
-    if steps is not None:
-        return ChainGraph(op, batches, steps)
-    return FirstOrderGraph(op, batches) if op.method == "rev-rev" else None
+    return bool(batches) and graph_bytes(op, batches) <= budget
 
 
 def _has_missing_derivative(grads) -> bool:

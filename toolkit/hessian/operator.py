@@ -19,7 +19,7 @@ from .. import distributed as dist_utils
 from .._checks import check_choice, check_eval_mode, check_module
 from ..train import get_loss
 from ..utils import as_tensors, model_device
-from . import _graph
+from . import _chain, _graph
 from ._autodiff import NotTwiceDifferentiableError, check_graph, second_order
 
 __all__ = ["HVP_METHODS", "DEFAULT_HVP", "HessianOperator", "hvp", "select_params",
@@ -165,10 +165,22 @@ class HessianOperator:
         self.n_hvp, self._seed, self._budget = 0, seed, graph_budget
         self._graph_checked = False
         with second_order(self.method):
-            self._graph = None if check else _graph.kept_graph(self, self._batches, graph_budget)
+            self._graph = None if check else self._keep_graph()
             if check:
                 self.check_determinism()
     uses_graph = property(lambda self: self._graph is not None, doc="Products reuse a graph.")
+
+    def _keep_graph(self):
+        """What products reuse on in-memory data within the graph budget: the R-operator's cache
+        (``_chain.ChainGraph``) for a Linear/activation chain when the method was left to
+        ``"auto"``, the first-order autograd graph (``_graph.FirstOrderGraph``) for reverse-over-
+        reverse; None (streaming) otherwise."""
+        if not _graph.fits(self, self._batches, self._budget):
+            return None
+        steps = _chain.chain_steps(self, self._batches[0]) if self.structured else None
+        if steps is not None:
+            return _chain.ChainGraph(self, self._batches, steps)
+        return _graph.FirstOrderGraph(self, self._batches) if self.method == "rev-rev" else None
 
     # -- data and flat vectors --------------------------------------------------------------
     def batches(self):
@@ -362,7 +374,7 @@ class HessianOperator:
                              f"dropout > 0 ({', '.join(attn[:3])}): random masks change the loss "
                              "from one call to the next, so its Hessian is not defined. Call "
                              "model.eval() first (or set their .dropout = 0.0).")
-        self._graph = self._graph or _graph.kept_graph(self, self._batches, self._budget)
+        self._graph = self._graph or self._keep_graph()
         gen = torch.Generator().manual_seed(self._seed + 12345)
         v = self.unflatten(self.random_vector(gen))
         first = next(self.batches(), None)
