@@ -103,6 +103,13 @@ def test_only_chains_called_on_tuple_batches_with_the_automatic_method_take_the_
         assert isinstance(hessian.HessianOperator(model, loss_fn, (x, y), **kw)._graph,
                           FirstOrderGraph)
     assert hessian.HessianOperator(model, loss_fn, (x, y), method="fwd-rev")._graph is None
+    from torch.nn.utils import prune
+
+    pruned = models.MLP(5, [7, 6], 3).to(DT).eval()
+    prune.l1_unstructured(pruned.features[1], "weight", amount=0.5)  # first layer: a mask hook
+    op = hessian.HessianOperator(pruned, loss_fn, (x, y))
+    assert isinstance(op._graph, FirstOrderGraph)
+    torch.testing.assert_close(op.dense(), _dense(pruned, loss_fn, x, y), rtol=1e-9, atol=1e-11)
     res = Residual().to(DT).eval()
     op = hessian.HessianOperator(res, loss_fn, (x, y))
     assert isinstance(op._graph, FirstOrderGraph)

@@ -155,8 +155,8 @@ def linear_chain(model: nn.Module, first: str | None) -> list[tuple[str, nn.Modu
     if first not in names:
         return None
     after = chain[names.index(first) + 1:]
-    for _, module in after:
-        if isinstance(module, nn.Linear):
+    for _, module in [chain[names.index(first)], *after]:  # the first layer too: its plain
+        if isinstance(module, nn.Linear):                    # weight is read by hessian._chain
             if (module._forward_hooks or module._forward_pre_hooks
                     or set(dict(module.named_parameters())) - {"weight", "bias"}):
                 return None
