@@ -301,7 +301,9 @@ self_check(verdict and not random_plane,
 #
 # The Hessian of a network with P parameters is a P×P matrix we never form: Lanczos
 # (`hessian.top_eigenvalues`, Lanczos on Hessian-vector products) finds its extreme eigenvalues,
-# Hutchinson and Hutch++ estimate its trace from products with random sign vectors, and
+# Hutchinson and Hutch++ estimate its trace from random sign vectors z (Hutchinson needs only the
+# numbers zᵀHz; for a chain of linear layers like this MLP, `toolkit` takes them as forward-mode
+# second derivatives, without forming Hz), and
 # stochastic Lanczos quadrature (Ghorbani et al. 2019, arXiv 1901.10159; Yao et al. 2020 —
 # PyHessian, arXiv 1912.07145) estimates its whole eigenvalue density, with quadrature weights
 # equal to the **squared** first components of the Lanczos eigenvectors. The density's mean is
@@ -328,7 +330,7 @@ hplot.top_eigenvalue_gaps(top.eigenvalues, n_outliers=n_classes - 1, ax=axes[1],
 slq_check = claims.landscape.slq_matches_trace(density, tr_hpp)
 pd.DataFrame({"estimate of tr(H)": [tr_hutch.trace, tr_hpp.trace, density.trace_estimate],
               "standard error": [tr_hutch.stderr, tr_hpp.stderr, slq_check["slq_stderr"]],
-              "Hessian-vector products": [tr_hutch.n_hvp, tr_hpp.n_hvp, density.n_hvp]},
+              "products Hz or zᵀHz": [tr_hutch.n_hvp, tr_hpp.n_hvp, density.n_hvp]},
              index=["Hutchinson", "Hutch++", "SLQ (n·mean of the density)"])
 
 # %%

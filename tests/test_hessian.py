@@ -513,3 +513,27 @@ def test_lanczos_basis_stays_orthonormal_without_ghost_ritz_values():
     ritz = np.linalg.eigvalsh(t)[::-1]
     np.testing.assert_allclose(ritz[:3], [10.0, 8.0, 6.5], rtol=1e-5)
     assert ritz[3] < 1.0 + 1e-4  # no second copy of a converged top value
+
+
+def test_lanczos_works_on_its_own_vectors_and_leaves_the_callers_products_alone():
+    """The step updates its vectors in place; a product the caller's matvec hands back (here
+    one kept tensor, overwritten and returned each call) is copied first, never changed, and
+    the tridiagonal equals that of a matvec returning fresh tensors."""
+    from toolkit.hessian.density import lanczos
+
+    gen = torch.Generator().manual_seed(1)
+    diag = torch.rand(300, generator=gen) + 0.5
+    v0 = torch.randn(300, generator=gen)
+    kept = torch.empty(300)
+    seen = []
+
+    def into_kept(v):
+        torch.mul(diag, v, out=kept)
+        seen.append(kept.clone())
+        return kept
+
+    a1, b1 = lanczos(into_kept, v0, 12)
+    a2, b2 = lanczos(lambda v: diag * v, v0, 12)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(b1, b2)
+    assert torch.equal(kept, seen[-1])  # the last product as the matvec left it

@@ -3,6 +3,7 @@ dense Hessians (torch.autograd.functional.hessian, independent of toolkit) and a
 autograd paths, on activations with and without a second derivative, several batches, sequence
 inputs, parameter blocks and losses of every kind."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -140,3 +141,80 @@ def test_a_loss_without_double_backward_is_named_on_the_chain_path():
 
     with pytest.raises(hessian.NotTwiceDifferentiableError, match="ctc_loss"):
         hessian.HessianOperator(model, ctc, (x, torch.zeros(5)))
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_chain_quadratic_forms_equal_the_dense_hessians(case):
+    model, x, y, loss_fn = _cases()[case]
+    model.eval()
+    op = hessian.HessianOperator(model, loss_fn, (x, y))
+    assert isinstance(op._graph, ChainGraph)
+    dense = _dense(model, loss_fn, x, y)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        v = op.random_vector(gen)
+        assert op.quadratic_form(v) == pytest.approx(float(v @ dense @ v), rel=1e-10, abs=1e-12)
+    assert op.n_hvp == 3
+
+
+def test_chain_quadratic_forms_over_batches_on_blocks_and_for_a_linear_loss():
+    model, x, y, loss_fn = _cases()["tanh mlp, mse (sigma'' != 0)"]
+    model.eval()
+    batches = [(x[:10], y[:10]), (x[10:], y[10:])]
+    chain = hessian.HessianOperator(model, loss_fn, batches)
+    stream = hessian.HessianOperator(model, loss_fn, batches, graph_budget=0)
+    assert isinstance(chain._graph, ChainGraph) and stream._graph is None
+    v = chain.random_vector(torch.Generator().manual_seed(4))
+    assert chain.quadratic_form(v) == pytest.approx(stream.quadratic_form(v), rel=1e-10)
+    assert stream.quadratic_form(v) == pytest.approx(float(v @ stream.matvec(v)), rel=1e-12)
+    names = ["features.1.weight", "head.bias"]
+    block = hessian.HessianOperator(model, loss_fn, (x, y), params=names)
+    dense = _dense(model, loss_fn, x, y, names)
+    w = block.random_vector(torch.Generator().manual_seed(5))
+    assert block.quadratic_form(w) == pytest.approx(float(w @ dense @ w), rel=1e-10)
+    linear = lambda out, _: out[:, 0].mean()  # noqa: E731 (only the network's curvature)
+    op = hessian.HessianOperator(model, linear, (x, torch.zeros(len(x))))
+    dense = _dense(model, linear, x, torch.zeros(len(x)))
+    u = op.random_vector(torch.Generator().manual_seed(6))
+    assert op.quadratic_form(u) == pytest.approx(float(u @ dense @ u), rel=1e-10, abs=1e-12)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        op.quadratic_form(torch.full_like(u, float("nan")))
+
+
+def test_hutchinson_on_the_chain_takes_quadratic_forms_and_matches_the_autograd_graph():
+    model, x, y, loss_fn = _cases()["relu mlp, cross-entropy"]
+    model.eval()
+    for method in ("hutchinson", "hutch++"):
+        chain = hessian.trace(model, loss_fn, (x, y), n_samples=9, method=method, seed=1,
+                              progress=False)
+        graph = hessian.trace(model, loss_fn, (x, y), n_samples=9, method=method, seed=1,
+                              hvp_method="rev-rev", progress=False)
+        np.testing.assert_allclose(chain.samples, graph.samples, rtol=1e-9, atol=1e-12)
+        assert chain.n_hvp == graph.n_hvp == 9
+
+
+def test_the_cache_check_falls_back_to_the_whole_batch_for_a_model_that_mixes_samples():
+    _, x, y, loss_fn = _cases()["relu mlp, cross-entropy"]
+    x = torch.cat([x, x + 1.0])  # more samples than the check's first rows
+    y = torch.cat([y, y])
+    # batch statistics even in eval mode: every output depends on every sample
+    model = nn.Sequential(nn.BatchNorm1d(5, affine=False, track_running_stats=False),
+                          nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).to(DT).eval()
+    op = hessian.HessianOperator(model, loss_fn, (x, y))  # no "not deterministic" error
+    assert isinstance(op._graph, ChainGraph)
+    torch.testing.assert_close(op.dense(), _dense(model, loss_fn, x, y), rtol=1e-9, atol=1e-11)
+
+
+def test_reused_workspaces_leave_no_trace_between_products():
+    model, x, y, loss_fn = _cases()["gelu/silu/dropout, no bias, sequences"]
+    model.eval()
+    batches = [(x[:5], y[:5]), (x[5:], y[5:])]  # unequal batches share the buffers
+    op = hessian.HessianOperator(model, loss_fn, batches)
+    gen = torch.Generator().manual_seed(7)
+    u, w = op.random_vector(gen), op.random_vector(gen)
+    first, q = op.matvec(u), op.quadratic_form(w)
+    op.matvec(w)
+    assert torch.equal(op.matvec(u), first)
+    assert op.quadratic_form(w) == q
+    dense = _dense(model, loss_fn, x, y)
+    torch.testing.assert_close(first, dense @ u, rtol=1e-9, atol=1e-11)

@@ -12,14 +12,21 @@ which give the blocks :math:`(Hv)_W = \dot g_z^\top a + g_z^\top \dot a`,
 :math:`(Hv)_b = Σ_{rows} \dot g_z` (Pearlmutter 1994). The forward values a, σ'(z), σ''(z) and the
 gradients g are computed once per batch and kept, as the kept autograd graph
 (:mod:`~toolkit.hessian._graph`) keeps them; each product is then the six matrix products per
-layer above (two for the first layer) and a few elementwise ones, where a backward pass through
-the autograd graph also transposes, zero-fills and accumulates: 7.3 ms against 10.1 ms per
-product on the digits MLP 64-256-256-10 (N = 1,347, one thread), whose six products per layer
-alone take 6.7 ms (``benchmarks/anchors/hessian_vs_pyhessian.py``). The loss enters only through
-its gradient and Hessian-vector product with respect to the model's outputs (autograd on the
-small output tensor), so any loss works. Written by hand because no library computes structured
-second-order products for such chains; it is checked against dense Hessians and the autograd
-paths in ``tests/test_hessian_chain.py``.
+layer above (two for the first layer) and a few elementwise ones, written into workspace tensors
+reused by every product and accumulated straight into the result (fresh tensors of activation
+size cost page faults comparable to the products), where a backward pass through the autograd
+graph also transposes, zero-fills and accumulates. The loss enters only through its gradient
+and Hessian-vector product with respect to the model's outputs (autograd on the small output
+tensor), so any loss works.
+
+The quadratic form vᵀHv alone (all that Hutchinson's trace estimator uses) needs no backward
+pass: second-order forward mode along θ + tv (:meth:`ChainGraph.batch_quadratic`) takes four
+matrix products per layer (one for the first). On the digits MLP 64-256-256-10 (N = 1,347, one
+thread) a product takes 7.7–8.9 ms against PyHessian's 9.4 ms, the R-operator's matrix
+products alone 6.3–7.4 ms, and a quadratic form 4.2 ms
+(``benchmarks/anchors/hessian_vs_pyhessian.py``). Written by hand because the libraries we
+compare with (PyHessian, curvlinops) take these products through autograd; it is checked
+against dense Hessians and the autograd paths in ``tests/test_hessian_chain.py``.
 """
 
 from __future__ import annotations
@@ -30,9 +37,11 @@ from torch import nn
 from .. import batches as B
 from .._grid import _input_of, first_linear_layer, linear_chain
 from ._autodiff import check_graph
-from ._graph import _flat_outputs, _has_missing_derivative
+from ._graph import _flat_outputs, _has_missing_derivative, outputs_agree
 
 __all__: list[str] = []
+
+CHECK_ROWS = 32  # samples of the second forward pass that checks the cache (ChainGraph.check)
 
 
 def chain_steps(op, batch) -> list[tuple[str, nn.Module]] | None:
@@ -108,6 +117,9 @@ class _Batch:
                 g = g @ value[f"{name}.weight"] if k > 0 else None
             else:
                 g = g * self.s1[k]
+        self.rows = self.inputs[0].shape[0]
+        # g_{a'} σ''(z), the fixed factor of the σ'' term of the backward tangent
+        self.g_s2 = [None if s2 is None else self.grads[k] * s2 for k, s2 in enumerate(self.s2)]
 
     def output_hvp(self, f_dot: torch.Tensor) -> torch.Tensor | None:
         """∇²_f L · ḟ (rows, C) through the kept output-space graph (None for a loss linear in
@@ -133,80 +145,186 @@ class ChainGraph:
     def _build(self) -> None:
         self.built_at = self._versions()
         self.parts = [_Batch(self, b) for b in self.batches]
-        self.first_out = self.parts[0].out.detach().reshape(-1).clone()
+        self.max_rows = max(part.rows for part in self.parts)
+        self._work: dict[tuple[int, str], torch.Tensor] = {}
 
-    def batch_hvp(self, i: int, v: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
-        """H_b v for batch ``i`` as a list aligned with ``op.names`` (R-operator, see module)."""
+    def _buffer(self, k: int, kind: str, rows: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """A (rows, width) workspace tensor for step ``k``, allocated once and reused by every
+        product: fresh tensors of this size cost page faults comparable to the matrix products."""
+        key = (k, kind)
+        buf = self._work.get(key)
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != width or buf.dtype != like.dtype:
+            buf = self._work[key] = torch.empty(max(rows, self.max_rows), width, dtype=like.dtype,
+                                                device=like.device)
+        return buf[:rows]
+
+    def _accumulate(self, i: int, v: dict[str, torch.Tensor], out: dict[str, torch.Tensor],
+                    alpha: float) -> None:
+        """Add ``alpha`` · H_b v for batch ``i`` into ``out`` (name -> tensor shaped like the
+        parameter; names of ``v`` only), by the R-operator (see the module docstring)."""
         part, value = self.parts[i], {**self.op.fixed, **self.op.params}
-        out: dict[str, torch.Tensor] = {}
+        rows = part.rows
         h_dot, tangent_in, z_dot_in = None, [None] * len(self.steps), [None] * len(self.steps)
         for k, (name, module) in enumerate(self.steps):  # forward tangents
             if isinstance(module, nn.Linear):
                 tangent_in[k] = h_dot
                 a, w = part.inputs[k], value[f"{name}.weight"]
                 vw, vb = v.get(f"{name}.weight"), v.get(f"{name}.bias")
-                z_dot = h_dot @ w.T if h_dot is not None else None
-                if vw is not None:
-                    z_dot = a @ vw.T if z_dot is None else z_dot.addmm_(a, vw.T)
-                if vb is not None:
-                    z_dot = vb.expand(len(a), -1).clone() if z_dot is None else z_dot.add_(vb)
-                h_dot = z_dot
-            elif h_dot is not None:  # tangents here are fresh tensors: scaled in place
-                if part.s2[k] is not None:
-                    z_dot_in[k] = h_dot
-                    h_dot = h_dot * part.s1[k]
+                if h_dot is None and vw is None and vb is None:
+                    continue
+                z_dot = self._buffer(k, "z", rows, w.shape[0], a)
+                if h_dot is not None:
+                    torch.mm(h_dot, w.T, out=z_dot)
+                    if vw is not None:
+                        z_dot.addmm_(a, vw.T)
+                elif vw is not None:
+                    torch.mm(a, vw.T, out=z_dot)
                 else:
-                    h_dot = h_dot.mul_(part.s1[k])
+                    z_dot.zero_()
+                if vb is not None:
+                    z_dot.add_(vb)
+                h_dot = z_dot
+            elif h_dot is not None:  # each step's tangent is its own buffer: scaled in place
+                if part.s2[k] is not None:  # σ'' term needs the input tangent kept
+                    z_dot_in[k] = h_dot
+                    h_dot = torch.mul(h_dot, part.s1[k],
+                                      out=self._buffer(k, "a", rows, h_dot.shape[1], h_dot))
+                else:
+                    h_dot.mul_(part.s1[k])
         g_dot = part.output_hvp(h_dot) if h_dot is not None else None
         for k in range(len(self.steps) - 1, -1, -1):  # backward tangents
             name, module = self.steps[k]
             g = part.grads[k]
             if not isinstance(module, nn.Linear):
-                new = g_dot.mul_(part.s1[k]) if g_dot is not None else None
-                if part.s2[k] is not None and z_dot_in[k] is not None:
-                    term = g * part.s2[k] * z_dot_in[k]
-                    new = term if new is None else new.add_(term)
-                g_dot = new
+                if g_dot is not None:
+                    g_dot.mul_(part.s1[k])
+                if part.g_s2[k] is not None and z_dot_in[k] is not None:
+                    g_dot = (torch.mul(part.g_s2[k], z_dot_in[k]) if g_dot is None
+                             else g_dot.addcmul_(part.g_s2[k], z_dot_in[k]))
                 continue
             a, w_name, b_name = part.inputs[k], f"{name}.weight", f"{name}.bias"
-            if w_name in v:
-                hw = g_dot.T @ a if g_dot is not None else torch.zeros_like(value[w_name])
+            if w_name in out:
+                if g_dot is not None:
+                    out[w_name].addmm_(g_dot.T, a, alpha=alpha)
                 if tangent_in[k] is not None:
-                    hw.addmm_(g.T, tangent_in[k])
-                out[w_name] = hw
-            if b_name in v:
-                out[b_name] = (g_dot.sum(0) if g_dot is not None
-                               else torch.zeros_like(value[b_name]))
+                    out[w_name].addmm_(g.T, tangent_in[k], alpha=alpha)
+            if b_name in out and g_dot is not None:
+                out[b_name].add_(g_dot.sum(0), alpha=alpha)
             if k > 0:
                 vw = v.get(w_name)
-                new = g_dot @ value[w_name] if g_dot is not None else None
-                if vw is not None:
-                    new = g @ vw if new is None else new.addmm_(g, vw)
+                if g_dot is None and vw is None:
+                    g_dot = None
+                    continue
+                w = value[w_name]
+                new = self._buffer(k, "g", rows, w.shape[1], g)
+                if g_dot is not None:
+                    torch.mm(g_dot, w, out=new)
+                    if vw is not None:
+                        new.addmm_(g, vw)
+                else:
+                    torch.mm(g, vw, out=new)
                 g_dot = new
-        return [out.get(n) for n in self.names]
+
+    def _views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, offset = {}, 0
+        for name in self.names:
+            p = self.op.params[name]
+            out[name] = flat[offset:offset + p.numel()].view(p.shape)
+            offset += p.numel()
+        return out
+
+    def batch_quadratic(self, i: int, v: dict[str, torch.Tensor]) -> torch.Tensor:
+        r"""vᵀH_b v for batch ``i`` (float64 scalar) by second-order forward mode, with no
+        backward pass: along θ + tv every layer carries (ż, z̈) with
+        :math:`\dot z = \dot aW^\top + aV^\top + v_b`, :math:`\ddot z = \ddot aW^\top + 2\dot aV^\top`,
+        :math:`\dot a' = σ'\dot z`, :math:`\ddot a' = σ'\ddot z + σ''\dot z^2`, and
+        :math:`\frac{d^2}{dt^2}L = \dot f^\top ∇^2_f L\,\dot f + ∇_f L^\top \ddot f`
+        (Taylor-mode differentiation, Griewank & Walther 2008, ch. 13). Four matrix products per
+        layer (one for the first) against the six of a product Hv: what Hutchinson's trace
+        estimator needs, since it uses only these scalars."""
+        part, value = self.parts[i], {**self.op.fixed, **self.op.params}
+        rows = part.rows
+        d1 = d2 = None  # first and second tangents of the current activations
+        for k, (name, module) in enumerate(self.steps):
+            if isinstance(module, nn.Linear):
+                a, w = part.inputs[k], value[f"{name}.weight"]
+                vw, vb = v.get(f"{name}.weight"), v.get(f"{name}.bias")
+                z1 = z2 = None
+                if d1 is not None or vw is not None or vb is not None:
+                    z1 = self._buffer(k, "z", rows, w.shape[0], a)
+                    if d1 is not None:
+                        torch.mm(d1, w.T, out=z1)
+                        if vw is not None:
+                            z1.addmm_(a, vw.T)
+                    elif vw is not None:
+                        torch.mm(a, vw.T, out=z1)
+                    else:
+                        z1.zero_()
+                    if vb is not None:
+                        z1.add_(vb)
+                if d2 is not None or (d1 is not None and vw is not None):
+                    z2 = self._buffer(k, "zz", rows, w.shape[0], a)
+                    if d2 is not None:
+                        torch.mm(d2, w.T, out=z2)
+                        if d1 is not None and vw is not None:
+                            z2.addmm_(d1, vw.T, alpha=2.0)
+                    else:
+                        torch.mm(d1, vw.T, out=z2).mul_(2.0)
+                d1, d2 = z1, z2
+            elif d1 is not None:  # each tangent is its own buffer: updated in place
+                if d2 is not None:
+                    d2.mul_(part.s1[k])
+                if part.s2[k] is not None:
+                    term = part.s2[k] * d1.square()
+                    d2 = term if d2 is None else d2.add_(term)
+                d1.mul_(part.s1[k])
+        if d1 is None:
+            return torch.zeros((), dtype=torch.float64, device=part.out.device)
+        curvature = part.output_hvp(d1)
+        total = (torch.zeros((), dtype=torch.float64, device=d1.device) if curvature is None
+                 else torch.sum(d1 * curvature, dtype=torch.float64))
+        if d2 is not None:
+            total = total + torch.sum(part.g_out.detach().reshape(d2.shape) * d2,
+                                      dtype=torch.float64)
+        return total
+
+    def quadratic_sum(self, v: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """(Σ_b n_b vᵀH_b v, Σ_b n_b)."""
+        if self._versions() != self.built_at:
+            self._build()
+        total = sum(self.batch_quadratic(i, v) * part.n for i, part in enumerate(self.parts))
+        return total, sum(part.n for part in self.parts)
+
+    def batch_hvp(self, i: int, v: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+        """H_b v for batch ``i`` as a list aligned with ``op.names``."""
+        flat = torch.zeros(self.op.numel, dtype=self.op.dtype, device=self.op.device)
+        out = self._views(flat)
+        self._accumulate(i, v, out, 1.0)
+        return [out[n] for n in self.names]
 
     def hvp_sum(self, v: dict[str, torch.Tensor], total: torch.Tensor) -> int:
         """Add Σ_b n_b H_b v into ``total`` (flat); return Σ_b n_b."""
         if self._versions() != self.built_at:  # the cache holds the old parameters' values
             self._build()
-        count = 0
+        out = self._views(total)
         for i, part in enumerate(self.parts):
-            offset = 0
-            for h, name in zip(self.batch_hvp(i, v), self.names):
-                k = self.op.params[name].numel()
-                if h is not None:
-                    total[offset:offset + k].add_(h.reshape(-1), alpha=part.n)
-                offset += k
-            count += part.n
-        return count
+            self._accumulate(i, v, out, float(part.n))
+        return sum(part.n for part in self.parts)
 
-    def check(self, op, v: dict[str, torch.Tensor]):
+    def check(self, op, draw_v):
         """As :meth:`FirstOrderGraph.check`: (the first batch's gradient at the outputs, (the
-        cached outputs, a second forward pass through the model)). The second comparison also
+        cached outputs, a second forward pass through the model)), the second pass on the first
+        :data:`CHECK_ROWS` samples — the chain treats samples independently, so randomness and a
+        chain that does not reproduce the model show there — and on the whole batch when those
+        disagree (a model that mixes samples before its first layer). The comparison also
         confirms that the chain reproduces the model's forward."""
         if _has_missing_derivative([self.parts[0].g_out]):
-            self.batch_hvp(0, v)  # raises PyTorch's error, named by second_order
-        batch = next(op.batches())
+            self.batch_hvp(0, draw_v())  # raises PyTorch's error, named by second_order
+        batch, cached = next(op.batches()), self.parts[0].out.detach()
+        n = min(CHECK_ROWS, B.batch_len(batch))
         with torch.no_grad():
-            again = _flat_outputs(op.outputs(op.params, batch))
-        return self.parts[0].g_out.detach().reshape(-1), (self.first_out, again)
+            pair = (cached[:n].reshape(-1),
+                    _flat_outputs(op.outputs(op.params, B.select(batch, slice(0, n)))))
+            if not outputs_agree(*pair):
+                pair = cached.reshape(-1), _flat_outputs(op.outputs(op.params, batch))
+        return self.parts[0].g_out.detach().reshape(-1), pair

@@ -47,6 +47,8 @@ def _input_numel(batch) -> int:
 def graph_bytes(op, batches) -> int:
     """Estimated bytes of the first-order graphs of all ``batches`` (tuples or dicts) of ``op``."""
     one = B.select(batches[0], slice(0, 1))
+    # the forward runs on two samples (layers with batch statistics need two) and counts one
+    two = B.select(batches[0], slice(0, 2))
     acts = [0]
 
     def hook(mod, inp, out):
@@ -58,7 +60,7 @@ def graph_bytes(op, batches) -> int:
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            op.outputs(op.params, one)
+            op.outputs(op.params, two)
     finally:
         for h in handles:
             h.remove()
@@ -72,6 +74,12 @@ def fits(op, batches, budget: int | None) -> bool:
     :data:`DEFAULT_BUDGET_BYTES`): then a graph (or a chain's cache) is kept."""
     budget = DEFAULT_BUDGET_BYTES if budget is None else budget
     return bool(batches) and graph_bytes(op, batches) <= budget
+
+
+def outputs_agree(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two computations of the same outputs agree to float rounding (relative 1e-5): the
+    determinism test of :meth:`HessianOperator.check_determinism`."""
+    return float((a - b).norm()) <= 1e-5 * (float(a.norm()) + float(b.norm())) + 1e-12
 
 
 def _has_missing_derivative(grads) -> bool:
@@ -142,16 +150,16 @@ class FirstOrderGraph:
             count += n_b
         return count
 
-    def check(self, op, v: dict[str, torch.Tensor]):
+    def check(self, op, draw_v):
         """Cheap determinism evidence: (the first batch's gradient, (its outputs, again)).
 
         A second *forward* pass must reproduce the outputs the graph was built from (randomness in
         the model shows there); the gradient, already computed, must be finite. No product is
         spent — every product is checked for finiteness as it is made (``HessianOperator.matvec``)
         — unless the gradient's graph holds an operation without a derivative: then one product
-        raises PyTorch's error, which ``second_order`` names."""
+        raises PyTorch's error, which ``second_order`` names (on a vector from ``draw_v()``)."""
         if _has_missing_derivative(self.parts[0][0]):
-            self.batch_hvp(0, v)
+            self.batch_hvp(0, draw_v())
         batch = next(op.batches())
         with torch.no_grad():
             again = _flat_outputs(op.outputs(op.params, batch))

@@ -29,24 +29,27 @@ def lanczos_steps(matvec: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tens
     """
     basis = torch.empty(steps, v0.numel(), dtype=v0.dtype, device=v0.device)
     basis[0] = v0.reshape(-1) / v0.norm()
+    # the step works in place on two own vectors (the caller's product is copied, never
+    # changed): a fresh vector per operation cost page faults comparable to the arithmetic
+    w, scratch = torch.empty_like(basis[0]), torch.empty_like(basis[0])
     alphas: list[float] = []
     betas: list[float] = []
     for j in range(steps):
         q = basis[j]
-        w = matvec(q)
-        alpha = float(torch.dot(w.double(), q.double()))
+        w.copy_(matvec(q).reshape(-1))
+        alpha = float(torch.mul(w, q, out=scratch).sum(dtype=torch.float64))
         alphas.append(alpha)
-        w = w - alpha * q
+        w.sub_(q, alpha=alpha)
         if j > 0:
-            w -= betas[-1] * basis[j - 1]
+            w.sub_(basis[j - 1], alpha=betas[-1])
         done = basis[: j + 1]
         for _ in range(2):
             before = float(w.norm())
-            w -= done.T @ (done @ w)
+            w.addmv_(done.T, done @ w, alpha=-1.0)
             if float(w.norm()) > before / 2**0.5:
                 break
         beta = float(w.norm())
         yield alphas, betas, beta, done
         if j + 1 < steps:
             betas.append(beta)
-            basis[j + 1] = w / beta
+            torch.div(w, beta, out=basis[j + 1])
