@@ -212,8 +212,7 @@ class ChainGraph:
                 out[b_name].add_(g_dot.sum(0), alpha=alpha)
             if k > 0:
                 vw = v.get(w_name)
-                if g_dot is None and vw is None:
-                    g_dot = None
+                if g_dot is None and vw is None:  # no tangent reaches the layers below
                     continue
                 w = value[w_name]
                 new = self._buffer(k, "g", rows, w.shape[1], g)
@@ -239,9 +238,9 @@ class ChainGraph:
         :math:`\dot z = \dot aW^\top + aV^\top + v_b`, :math:`\ddot z = \ddot aW^\top + 2\dot aV^\top`,
         :math:`\dot a' = σ'\dot z`, :math:`\ddot a' = σ'\ddot z + σ''\dot z^2`, and
         :math:`\frac{d^2}{dt^2}L = \dot f^\top ∇^2_f L\,\dot f + ∇_f L^\top \ddot f`
-        (Taylor-mode differentiation, Griewank & Walther 2008, ch. 13). Four matrix products per
-        layer (one for the first) against the six of a product Hv: what Hutchinson's trace
-        estimator needs, since it uses only these scalars."""
+        (Taylor-mode differentiation: Griewank & Walther, *Evaluating Derivatives*, 2008).
+        Four matrix products per layer (one for the first) against the six of a product Hv:
+        what Hutchinson's trace estimator needs, since it uses only these scalars."""
         part, value = self.parts[i], {**self.op.fixed, **self.op.params}
         rows = part.rows
         d1 = d2 = None  # first and second tangents of the current activations
