@@ -22,8 +22,8 @@ tensor), so any loss works.
 The quadratic form vᵀHv alone (all that Hutchinson's trace estimator uses) needs no backward
 pass: second-order forward mode along θ + tv (:meth:`ChainGraph.batch_quadratic`) takes four
 matrix products per layer (one for the first). On the digits MLP 64-256-256-10 (N = 1,347, one
-thread) a product takes 7.7–8.9 ms against PyHessian's 9.4 ms, the R-operator's matrix
-products alone 6.3–7.4 ms, and a quadratic form 4.2 ms
+thread) a product takes 7.7–8.9 ms against PyHessian's 9.3–9.6 ms and 7.3–7.5 ms for its
+matrix products and σ' multiplications alone, a quadratic form 4.2–4.9 ms
 (``benchmarks/anchors/hessian_vs_pyhessian.py``). Written by hand because the libraries we
 compare with (PyHessian, curvlinops) take these products through autograd; it is checked
 against dense Hessians and the autograd paths in ``tests/test_hessian_chain.py``.
